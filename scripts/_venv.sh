@@ -5,9 +5,14 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 stamp="$venv/.installed-$(sha256sum "$root/pyproject.toml" | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
+    echo "setting up $venv (once) ..." >&2
     python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --upgrade pip
-    "$venv/bin/python" -m pip install --quiet -e "$root[dev]"
+    log="$venv/install.log"
+    if ! "$venv/bin/python" -m pip install --disable-pip-version-check -e "$root[dev]" >"$log" 2>&1; then
+        cat "$log" >&2
+        echo "pip install failed; see above" >&2
+        exit 1
+    fi
     rm -f "$venv"/.installed-*
     touch "$stamp"
 fi

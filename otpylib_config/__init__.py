@@ -1,0 +1,63 @@
+"""otpylib-config: a runtime configuration server for otpylib applications.
+
+Add ``child_spec(spec)`` to a supervision tree (or ``await start(spec)`` in a script), then
+``await Config.get(path)``, ``Config.get_nowait(path)``, ``await Config.put(path, value)`` and
+``await Config.subscribe(pattern, callback)`` from anywhere. See README.md.
+
+The data flow, module by module::
+
+    sources/ → (layers) → tree.merge → manager → snapshot → tree.diff → subscriptions → notifier
+"""
+
+from otpylib_config import telemetry
+from otpylib_config.client import Config
+from otpylib_config.errors import (
+    ConfigError,
+    ConfigTimeoutError,
+    InvalidPathError,
+    InvalidValueError,
+    NotRunningError,
+    SourceError,
+    ValidationError,
+)
+from otpylib_config.protocol import ReloadResult
+from otpylib_config.redact import DEFAULT_SECRET_PATTERNS
+from otpylib_config.sources.base import Source
+from otpylib_config.sources.defaults import DefaultsSource
+from otpylib_config.sources.env import EnvironmentSource
+from otpylib_config.sources.file import FileSource
+from otpylib_config.sources.runtime import RuntimeSource
+from otpylib_config.spec import ConfigSpec
+from otpylib_config.subscriptions import SubscriptionHandle
+from otpylib_config.supervisor import ConfigTree, child_spec, running, start
+from otpylib_config.table import SourceStatus, Status
+from otpylib_config.values import Section, thaw
+
+__all__ = [
+    "DEFAULT_SECRET_PATTERNS",
+    "Config",
+    "ConfigError",
+    "ConfigSpec",
+    "ConfigTimeoutError",
+    "ConfigTree",
+    "DefaultsSource",
+    "EnvironmentSource",
+    "FileSource",
+    "InvalidPathError",
+    "InvalidValueError",
+    "NotRunningError",
+    "ReloadResult",
+    "RuntimeSource",
+    "Section",
+    "Source",
+    "SourceError",
+    "SourceStatus",
+    "Status",
+    "SubscriptionHandle",
+    "ValidationError",
+    "child_spec",
+    "running",
+    "start",
+    "telemetry",
+    "thaw",
+]

@@ -1,0 +1,188 @@
+"""``Config``: the API an application calls (DESIGN §1-§4).
+
+Reads look the path up in the published snapshot of the running tree, with no message and
+no await inside, so they never block on the manager and never fail while it restarts.
+Writes validate their input here, in the caller, then go to the manager as a message that
+carries a future (see :mod:`otpylib_config.protocol`); if the manager dies before answering
+the request is sent again to its successor, until ``ConfigSpec.write_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from otpylib import process
+
+from otpylib_config.errors import (
+    ConfigTimeoutError,
+    InvalidPathError,
+    NotRunningError,
+)
+from otpylib_config.paths import parse_path, parse_pattern
+from otpylib_config.protocol import DELETE, PUT, RELOAD, SUBSCRIBE, UNSUBSCRIBE, ReloadResult
+from otpylib_config.subscriptions import Callback, Subscription, SubscriptionHandle
+from otpylib_config.tree import MISSING
+from otpylib_config.values import freeze
+
+if TYPE_CHECKING:
+    from otpylib_config.table import ConfigTable, Status
+
+_current: ConfigTable | None = None
+_POLL_S = 0.05  # how often a waiting writer checks that the manager is still alive
+_RETRY_PAUSE_S = 0.005
+
+
+def register(table: ConfigTable) -> None:
+    """Make ``table`` the one ``Config`` reads and writes (called by the manager's init)."""
+    global _current
+    _current = table
+
+
+def unregister(table: ConfigTable) -> None:
+    global _current
+    if _current is table:
+        _current = None
+
+
+def current_table() -> ConfigTable:
+    if _current is None:
+        raise NotRunningError(
+            "no otpylib-config tree is running: add otpylib_config.child_spec(spec) to your "
+            "supervision tree or await otpylib_config.start(spec)"
+        )
+    return _current
+
+
+class Config:
+    """Reads, writes and subscriptions on the running configuration tree."""
+
+    @staticmethod
+    def get_nowait(path: str, default: Any = None) -> Any:
+        """The value (or read-only section) at ``path``, or ``default`` if absent."""
+        try:
+            snapshot = _current.snapshot  # type: ignore[union-attr]
+            value = snapshot.cache.get(path, MISSING)  # type: ignore[union-attr]
+        except AttributeError:
+            current_table()
+            raise
+        except TypeError:
+            raise InvalidPathError(f"a path must be a str, got {type(path).__name__}") from None
+        if value is MISSING:
+            value = snapshot.lookup(path)  # type: ignore[union-attr]
+            if value is MISSING:
+                return default
+        return value
+
+    @staticmethod
+    async def get(path: str, default: Any = None) -> Any:
+        """Same as :meth:`get_nowait`; awaitable for symmetry with the writes."""
+        return Config.get_nowait(path, default)
+
+    @staticmethod
+    async def put(path: str, value: Any) -> None:
+        """Set a runtime override (highest priority) at ``path``; returns once published."""
+        segments = parse_path(path)
+        frozen = freeze(value, path)
+        await _request(PUT, segments, path, frozen)
+
+    @staticmethod
+    async def delete(path: str) -> bool:
+        """Remove the runtime override at or below ``path``; lower layers show through.
+
+        Returns whether there was an override to remove.
+        """
+        result: bool = await _request(DELETE, parse_path(path), path)
+        return result
+
+    @staticmethod
+    async def reload() -> ReloadResult:
+        """Reload every source now and return what changed."""
+        result: ReloadResult = await _request(RELOAD, "request")
+        return result
+
+    @staticmethod
+    async def subscribe(pattern: str, callback: Callback) -> SubscriptionHandle:
+        """Call ``callback(path, old, new)`` for changes matching ``pattern``.
+
+        If called from inside an otpylib process, the subscription ends when it exits.
+        """
+        segments = parse_pattern(pattern)
+        if not callable(callback):
+            raise TypeError(f"subscribe callback must be callable, got {callback!r}")
+        table = current_table()
+        sub = Subscription(next(table.sub_ids), pattern, segments, callback, process.self())
+        handle: SubscriptionHandle = await _request(SUBSCRIBE, sub)
+        return handle
+
+    @staticmethod
+    async def unsubscribe(handle: SubscriptionHandle) -> bool:
+        """Stop a subscription; returns whether it was still active."""
+        if not isinstance(handle, SubscriptionHandle):
+            raise TypeError(f"unsubscribe takes a SubscriptionHandle, got {handle!r}")
+        result: bool = await _request(UNSUBSCRIBE, handle.id)
+        return result
+
+    @staticmethod
+    async def status() -> Status:
+        """Version, config hash, per-source health and counters (no message involved)."""
+        table = current_table()
+        return table.status(process.whereis(table.manager_name) is not None)
+
+
+async def _request(tag: Any, *args: Any) -> Any:
+    """Send a request to the manager and wait for its future, across manager restarts."""
+    table = current_table()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + table.spec.write_timeout
+    while True:
+        pid = process.whereis(table.manager_name)
+        if pid is not None:
+            fut: asyncio.Future[Any] = loop.create_future()
+            try:
+                await process.send(pid, (tag, fut, *args))
+            except Exception:  # the mailbox closed under us: the manager is going down
+                pass
+            else:
+                outcome = await _wait(fut, pid, deadline)
+                if outcome is not _RETRY:
+                    return outcome
+        if loop.time() >= deadline:
+            raise ConfigTimeoutError(
+                f"config manager {table.manager_name!r} did not answer within "
+                f"{table.spec.write_timeout}s"
+            )
+        await asyncio.sleep(_RETRY_PAUSE_S)
+
+
+class _ManagerDown(Exception):
+    pass
+
+
+_RETRY: Any = object()
+
+
+async def _wait(fut: asyncio.Future[Any], pid: Any, deadline: float) -> Any:
+    """Await ``fut``; checks every ``_POLL_S`` that the manager still lives."""
+    loop = asyncio.get_running_loop()
+    timer: asyncio.TimerHandle | None = None
+
+    def check() -> None:
+        nonlocal timer
+        if fut.done():
+            return
+        if not process.is_alive(pid):
+            fut.set_exception(_ManagerDown())
+        elif loop.time() >= deadline:
+            fut.set_exception(ConfigTimeoutError("config manager did not answer in time"))
+        else:
+            timer = loop.call_later(_POLL_S, check)
+
+    timer = loop.call_later(_POLL_S, check)
+    try:
+        return await fut
+    except _ManagerDown:
+        return _RETRY
+    finally:
+        if timer is not None:
+            timer.cancel()

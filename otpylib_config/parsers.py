@@ -1,0 +1,78 @@
+"""Turn the bytes of a configuration document into a frozen layer, by format.
+
+Kept apart from where the bytes come from, so files and (later) Consul keys that hold a
+whole document share one parser per format. Parse errors carry the line where known.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Callable
+from typing import Any
+
+from otpylib_config.errors import InvalidValueError
+from otpylib_config.values import Section, freeze
+
+FORMATS_BY_SUFFIX = {".toml": "toml", ".json": "json", ".yaml": "yaml", ".yml": "yaml"}
+
+
+class ParseError(ValueError):
+    """The document is not valid in its format; the message says where."""
+
+
+def parse(data: bytes, fmt: str) -> Section:
+    """Parse ``data`` as ``fmt`` ("toml", "json" or "yaml") into a frozen layer."""
+    parser = _PARSERS.get(fmt)
+    if parser is None:
+        raise ParseError(f"unknown format {fmt!r} (expected one of {sorted(_PARSERS)})")
+    document = parser(data)
+    if document is None:
+        return Section()
+    if not isinstance(document, dict):
+        raise ParseError(f"the document must be a table/object, got {type(document).__name__}")
+    try:
+        frozen = freeze(document, allow_temporal=True)
+    except InvalidValueError as exc:
+        raise ParseError(str(exc)) from exc
+    assert isinstance(frozen, Section)
+    return frozen
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParseError(f"not valid UTF-8 at byte {exc.start}") from exc
+
+
+def _parse_toml(data: bytes) -> Any:
+    try:
+        return tomllib.loads(_decode(data))
+    except tomllib.TOMLDecodeError as exc:
+        raise ParseError(f"invalid TOML: {exc}") from exc
+
+
+def _parse_json(data: bytes) -> Any:
+    try:
+        return json.loads(_decode(data))
+    except json.JSONDecodeError as exc:
+        raise ParseError(f"invalid JSON: {exc}") from exc
+
+
+def _parse_yaml(data: bytes) -> Any:
+    try:
+        import yaml
+    except ImportError as exc:
+        raise ParseError("YAML needs PyYAML: pip install 'otpylib-config[yaml]'") from exc
+    try:
+        return yaml.safe_load(_decode(data))
+    except yaml.YAMLError as exc:
+        raise ParseError(f"invalid YAML: {exc}") from exc
+
+
+_PARSERS: dict[str, Callable[[bytes], Any]] = {
+    "toml": _parse_toml,
+    "json": _parse_json,
+    "yaml": _parse_yaml,
+}

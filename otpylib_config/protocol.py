@@ -1,0 +1,49 @@
+"""The manager's message protocol, in one place.
+
+Every write is a message to the ``ConfigManager`` process, tagged with an atom created here
+at import time (paths and other request data never become atoms). Requests carry an asyncio
+future that the manager resolves after it has published, or fails with the error; clients
+await it (DESIGN §8) instead of using ``gen_server.call``.
+
+===================================  ====================================================
+message                              result the future gets
+===================================  ====================================================
+``(PUT, fut, segments, path, value)``  ``None``; ``value`` is already frozen by the client
+``(DELETE, fut, segments, path)``      ``True`` if a runtime override was removed
+``(RELOAD, fut, reason)``              :class:`ReloadResult`
+``(SUBSCRIBE, fut, subscription)``     :class:`SubscriptionHandle` (idempotent by id)
+``(UNSUBSCRIBE, fut, sub_id)``         ``True`` if the subscription existed
+``(TICK,)``                            no future: the reload timer, via ``send_after``
+``(DOWN, ref, ..., pid, reason)``      no future: a subscriber process exited
+===================================  ====================================================
+
+Errors a future can get: ``ValidationError`` (nothing changed), ``ConfigError`` subclasses
+for bad requests. Anything else the manager logs, and it keeps serving.
+The notifier process receives only ``(WAKE,)``: some subscriptions have pending events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from otpylib import atom
+
+PUT = atom.ensure("otpylib_config.put")
+DELETE = atom.ensure("otpylib_config.delete")
+RELOAD = atom.ensure("otpylib_config.reload")
+SUBSCRIBE = atom.ensure("otpylib_config.subscribe")
+UNSUBSCRIBE = atom.ensure("otpylib_config.unsubscribe")
+TICK = atom.ensure("otpylib_config.tick")
+WAKE = atom.ensure("otpylib_config.wake")
+DOWN = atom.ensure("DOWN")
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """What a reload did: the new version, the paths of changed leaves, and source errors
+    (a failed source kept its last good layer)."""
+
+    version: int
+    changed: tuple[str, ...] = ()
+    errors: Mapping[str, str] = field(default_factory=dict)

@@ -1,0 +1,56 @@
+"""The published, immutable view of the effective configuration (DESIGN §2).
+
+Readers look paths up here without sending any message. Each snapshot memoises the paths
+it has been asked for in ``cache``, so a repeated read is one dict lookup. When the manager
+publishes a successor it hands the cache over, dropping only the entries of nodes that
+changed (every ancestor-or-self of a changed leaf): a put stays O(depth), and the old
+snapshot, which loses its cache, still answers correctly by walking its tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from otpylib_config.paths import Path, parse_path
+from otpylib_config.tree import MISSING, get_in
+from otpylib_config.values import EMPTY, Section
+
+
+class Snapshot:
+    """One version of the effective configuration; never changes once published."""
+
+    __slots__ = ("_hash", "cache", "tree", "version")
+
+    def __init__(self, tree: Section = EMPTY, version: int = 0) -> None:
+        self.tree = tree
+        self.version = version
+        self.cache: dict[str, Any] = {}
+        self._hash: str | None = None
+
+    def lookup(self, path: str) -> Any:
+        """The value at ``path`` or ``MISSING``; raises ``InvalidPathError`` for bad paths."""
+        value = get_in(self.tree, parse_path(path))
+        if value is not MISSING:
+            self.cache[path] = value
+        return value
+
+    def successor(self, tree: Section, changed: Iterable[Path]) -> Snapshot:
+        """The next version, taking over this snapshot's cache minus the changed nodes."""
+        nxt = Snapshot(tree, self.version + 1)
+        cache, self.cache = self.cache, {}
+        for leaf in changed:
+            for depth in range(1, len(leaf) + 1):
+                cache.pop(".".join(leaf[:depth]), None)
+        nxt.cache = cache
+        return nxt
+
+    @property
+    def config_hash(self) -> str:
+        """SHA-256 of the canonical JSON form; equal configurations hash equal."""
+        if self._hash is None:
+            text = json.dumps(self.tree, sort_keys=True, separators=(",", ":"), default=str)
+            self._hash = hashlib.sha256(text.encode()).hexdigest()
+        return self._hash

@@ -1,0 +1,112 @@
+"""Environment variables as a layer.
+
+``APP_DATABASE__POOL_SIZE=20`` with ``prefix="APP_"`` becomes ``database.pool_size = 20``:
+the prefix is stripped, ``nested_delimiter`` (``__`` by default) separates segments and
+segments are lower-cased. A single ``_`` never becomes a dot (lessons.md #15). ``mapping``
+names flat variables explicitly: ``{"JWT_SECRET": "auth.jwt_secret"}``. Values are coerced
+by :func:`coerce`. The environment is read on every load, so a reload picks up changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from otpylib_config.errors import InvalidPathError, InvalidValueError, SourceError
+from otpylib_config.paths import parse_path
+from otpylib_config.sources.base import Source
+from otpylib_config.tree import set_in
+from otpylib_config.values import EMPTY, Section, freeze
+
+_INT = re.compile(r"[+-]?\d+")
+_FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d+)")
+
+
+def coerce(text: str) -> Any:
+    """``true``/``false`` → bool, integers, floats, JSON arrays and objects; else the string.
+
+    Raises ``ValueError`` for text that starts like JSON (``[`` or ``{``) but does not parse:
+    that is almost always a typo that should be reported, not silently kept as a string.
+    """
+    stripped = text.strip()
+    lowered = stripped.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if _INT.fullmatch(stripped):
+        return int(stripped)
+    if _FLOAT.fullmatch(stripped):
+        return float(stripped)
+    if stripped[:1] in ("[", "{"):
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"looks like JSON but does not parse: {exc}") from exc
+    return text
+
+
+class EnvironmentSource(Source):
+    """Variables starting with ``prefix``, plus those named in ``mapping``."""
+
+    def __init__(
+        self,
+        prefix: str = "",
+        *,
+        nested_delimiter: str = "__",
+        mapping: Mapping[str, str] | None = None,
+        environ: Mapping[str, str] | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not prefix and not mapping:
+            raise ValueError("EnvironmentSource needs a prefix or a mapping (or both)")
+        if not nested_delimiter:
+            raise ValueError("nested_delimiter must not be empty")
+        self.prefix = prefix
+        self.nested_delimiter = nested_delimiter
+        self.mapping = {var: parse_path(path) for var, path in (mapping or {}).items()}
+        self._environ = environ
+        self.name = name or f"env:{prefix or ','.join(self.mapping)}"
+
+    async def load(self) -> Section:
+        environ = os.environ if self._environ is None else self._environ
+        layer: Section = EMPTY
+        owners: dict[tuple[str, ...], str] = {}
+        for var in sorted(environ):
+            path = self._path_of(var)
+            if path is not None:
+                layer = self._add(layer, owners, var, path, environ[var])
+        return layer
+
+    def _path_of(self, var: str) -> tuple[str, ...] | None:
+        if var in self.mapping:
+            return self.mapping[var]
+        if not self.prefix or not var.startswith(self.prefix) or var == self.prefix:
+            return None
+        rest = var[len(self.prefix) :].lower()
+        try:
+            return parse_path(".".join(rest.split(self.nested_delimiter)))
+        except InvalidPathError as exc:
+            raise SourceError(self.name, f"${var}: cannot map to a path: {exc}") from None
+
+    def _add(
+        self,
+        layer: Section,
+        owners: dict[tuple[str, ...], str],
+        var: str,
+        path: tuple[str, ...],
+        text: str,
+    ) -> Section:
+        try:
+            value = freeze(coerce(text), ".".join(path))
+        except (ValueError, InvalidValueError) as exc:
+            raise SourceError(self.name, f"${var}: {exc}") from None
+        for owned, other in owners.items():
+            common = min(len(owned), len(path))
+            if owned[:common] == path[:common]:
+                raise SourceError(
+                    self.name, f"${other} and ${var} both set {'.'.join(path[:common])}"
+                )
+        owners[path] = var
+        return set_in(layer, path, value)

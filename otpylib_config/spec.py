@@ -1,0 +1,57 @@
+"""``ConfigSpec``: what one configuration tree is made of, fixed when it starts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from otpylib_config.redact import DEFAULT_SECRET_PATTERNS
+from otpylib_config.sources.base import Source
+from otpylib_config.sources.runtime import RuntimeSource
+
+DEFAULT_RELOAD_INTERVAL = 30.0
+DEFAULT_WRITE_TIMEOUT = 5.0
+DEFAULT_CALLBACK_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfigSpec:
+    """Sources in priority order (lowest first) and the tree's settings.
+
+    ``reload_interval``: seconds between timer reloads (``None`` turns the timer off).
+    ``write_timeout``: how long put/delete/reload/subscribe wait for the manager, retries
+    across manager restarts included. ``callback_timeout``: how long an async subscriber
+    callback may run before it is cancelled and reported. ``max_restarts`` in
+    ``max_seconds``: the restart intensity of the tree's supervisor.
+    """
+
+    id: str = "default"
+    sources: Sequence[Source] = ()
+    reload_interval: float | None = DEFAULT_RELOAD_INTERVAL
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT
+    callback_timeout: float | None = DEFAULT_CALLBACK_TIMEOUT
+    secret_patterns: Sequence[str] = DEFAULT_SECRET_PATTERNS
+    max_restarts: int = 10
+    max_seconds: float = 5.0
+    runtime: RuntimeSource = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id or "." in self.id:
+            raise ValueError(f"ConfigSpec.id must be a non-empty str without '.', got {self.id!r}")
+        for source in self.sources:
+            if not isinstance(source, Source):
+                raise TypeError(f"ConfigSpec.sources: {source!r} is not a Source")
+        runtimes = [s for s in self.sources if isinstance(s, RuntimeSource)]
+        if len(runtimes) > 1:
+            raise ValueError("ConfigSpec.sources lists more than one RuntimeSource")
+        loaded = tuple(s for s in self.sources if not isinstance(s, RuntimeSource))
+        names = [s.name for s in loaded]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"ConfigSpec.sources: duplicate source names {duplicates}")
+        if self.reload_interval is not None and self.reload_interval <= 0:
+            raise ValueError("ConfigSpec.reload_interval must be positive or None")
+        if self.write_timeout <= 0:
+            raise ValueError("ConfigSpec.write_timeout must be positive")
+        object.__setattr__(self, "sources", loaded)
+        object.__setattr__(self, "runtime", runtimes[0] if runtimes else RuntimeSource())

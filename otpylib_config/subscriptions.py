@@ -1,0 +1,105 @@
+"""Subscriptions: which changes each subscriber gets, and its queue of pending events.
+
+Matching follows DESIGN §3: for each changed leaf, a subscription gets one event for the
+deepest ancestor-or-self of the leaf that its pattern matches, deduplicated per node, with
+the whole old and new value at that node. Pending events are coalesced per path (first
+``old``, last ``new``; dropped if they cancel out), so a slow subscriber holds at most one
+event per path it watches, however many changes arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from otpylib_config.paths import Path
+from otpylib_config.patterns import PatternIndex
+from otpylib_config.tree import MISSING, get_in
+from otpylib_config.values import Section, same
+
+Callback = Callable[[str, Any, Any], Awaitable[None] | None]
+Event = tuple[str, Any, Any]
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One ``subscribe`` call. Compared and hashed by identity."""
+
+    id: int
+    pattern: str
+    segments: Path
+    callback: Callback
+    owner: Any = None  # the otpylib Pid that subscribed, if any
+    pending: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    task: asyncio.Task[None] | None = None
+    active: bool = True
+
+    def enqueue(self, events: Iterable[Event]) -> None:
+        for path, old, new in events:
+            queued = self.pending.pop(path, None)
+            first_old = old if queued is None else queued[0]
+            if not same(first_old, new):
+                self.pending[path] = (first_old, new)
+
+
+@dataclass(frozen=True)
+class SubscriptionHandle:
+    """What ``subscribe`` returns; pass it to ``unsubscribe``."""
+
+    id: int
+    pattern: str
+
+
+class Subscriptions:
+    """All subscriptions of one tree, indexed by pattern, id and owner."""
+
+    def __init__(self) -> None:
+        self.index: PatternIndex[Subscription] = PatternIndex()
+        self.by_id: dict[int, Subscription] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def add(self, sub: Subscription) -> bool:
+        """Add ``sub``; ``False`` if its id is already there (a retried request)."""
+        if sub.id in self.by_id:
+            return False
+        self.by_id[sub.id] = sub
+        self.index.add(sub.segments, sub)
+        return True
+
+    def remove(self, sub_id: int) -> Subscription | None:
+        sub = self.by_id.pop(sub_id, None)
+        if sub is not None:
+            self.index.remove(sub.segments, sub)
+            sub.active = False
+            sub.pending.clear()
+        return sub
+
+    def owned_by(self, owner: Any) -> list[Subscription]:
+        return [sub for sub in self.by_id.values() if sub.owner == owner]
+
+    def owners(self) -> set[Any]:
+        return {sub.owner for sub in self.by_id.values() if sub.owner is not None}
+
+    def events(
+        self, changed: Iterable[Path], old: Section, new: Section
+    ) -> dict[Subscription, list[Event]]:
+        """The events each matching subscription gets for one published change."""
+        if not self.by_id:
+            return {}
+        nodes: dict[Subscription, dict[Path, None]] = {}
+        for leaf in changed:
+            for sub, depth in self.index.deepest_matches(leaf).items():
+                nodes.setdefault(sub, {})[leaf[:depth]] = None
+        return {
+            sub: [(".".join(p), _value(old, p), _value(new, p)) for p in paths]
+            for sub, paths in nodes.items()
+        }
+
+
+def _value(tree: Section, path: Path) -> Any:
+    value = get_in(tree, path)
+    return None if value is MISSING else value

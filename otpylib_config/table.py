@@ -1,0 +1,141 @@
+"""The state that outlives a crash of the manager, like an ETS table with an heir.
+
+The supervisor's child specs pass the same ``ConfigTable`` to every restart of the manager
+and the notifier, so the runtime layer, the subscriptions, each source's last good layer and
+the published snapshot survive any crash. Only the manager writes it (readers only read
+``snapshot``); the notifier takes subscriptions from ``ready``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from otpylib_config.redact import Redactor
+from otpylib_config.snapshot import Snapshot
+from otpylib_config.sources.base import Source
+from otpylib_config.sources.runtime import Overrides
+from otpylib_config.spec import ConfigSpec
+from otpylib_config.subscriptions import Subscription, Subscriptions
+from otpylib_config.tree import merge
+from otpylib_config.values import EMPTY, Section
+
+
+@dataclass(eq=False)
+class SourceState:
+    """A source's last good layer and its health."""
+
+    source: Source
+    layer: Section = field(default_factory=lambda: EMPTY)
+    last_success: float | None = None  # wall-clock time
+    last_error: str | None = None
+    last_error_at: float | None = None
+
+    def succeeded(self, layer: Section) -> None:
+        self.layer = layer
+        self.last_success = time.time()
+        self.last_error = None
+
+    def failed(self, error: str) -> None:
+        self.last_error = error
+        self.last_error_at = time.time()
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    name: str
+    kind: str
+    healthy: bool
+    last_success: float | None
+    last_error: str | None
+    last_error_at: float | None
+    age_s: float | None  # seconds since the last successful load
+
+
+@dataclass(frozen=True)
+class Status:
+    """What ``Config.status()`` returns: enough to tell whether the config can be trusted."""
+
+    id: str
+    version: int
+    config_hash: str
+    manager_running: bool
+    manager_restarts: int
+    subscriptions: int
+    sources: tuple[SourceStatus, ...]
+    counters: Mapping[str, int]
+
+
+@dataclass(eq=False)
+class ConfigTable:
+    spec: ConfigSpec
+    sources: dict[str, SourceState] = field(init=False)
+    redactor: Redactor = field(init=False)
+    overrides: Overrides = field(default_factory=Overrides)
+    base: Section = field(
+        default_factory=lambda: EMPTY
+    )  # the merged layers of every source but the runtime one
+    snapshot: Snapshot | None = None  # None until the first load
+    subscriptions: Subscriptions = field(default_factory=Subscriptions)
+    ready: set[Subscription] = field(default_factory=set)  # have events, need a drain task
+    wake_sent: bool = False
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)  # running deliveries
+    counters: Counter[str] = field(default_factory=Counter)
+    manager_starts: int = 0
+    sub_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        self.sources = {s.name: SourceState(s) for s in self.spec.sources}
+        self.redactor = Redactor(self.spec.secret_patterns)
+
+    @property
+    def manager_name(self) -> str:
+        return f"otpylib_config.{self.spec.id}.manager"
+
+    @property
+    def notifier_name(self) -> str:
+        return f"otpylib_config.{self.spec.id}.notifier"
+
+    @property
+    def supervisor_name(self) -> str:
+        return f"otpylib_config.{self.spec.id}"
+
+    def merged_layers(self) -> Section:
+        return merge([state.layer for state in self.sources.values()])
+
+    def status(self, manager_running: bool) -> Status:
+        snapshot = self.snapshot or Snapshot()
+        now = time.time()
+        return Status(
+            id=self.spec.id,
+            version=snapshot.version,
+            config_hash=snapshot.config_hash,
+            manager_running=manager_running,
+            manager_restarts=max(self.manager_starts - 1, 0),
+            subscriptions=len(self.subscriptions),
+            sources=tuple(_source_status(state, now) for state in self.sources.values()),
+            counters=dict(self.counters),
+        )
+
+
+def _source_status(state: SourceState, now: float) -> SourceStatus:
+    return SourceStatus(
+        name=state.source.name,
+        kind=state.source.kind,
+        healthy=state.last_error is None and state.last_success is not None,
+        last_success=state.last_success,
+        last_error=state.last_error,
+        last_error_at=state.last_error_at,
+        age_s=None if state.last_success is None else now - state.last_success,
+    )
+
+
+def describe(value: Any) -> str:
+    """A short text for logs."""
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."

@@ -1,0 +1,143 @@
+"""Pure operations on frozen configuration trees: look up, set, remove, merge and diff.
+
+No I/O and no asyncio here. Updates copy only the spine from the root to the changed node
+and share every other subtree with the old tree, so a put costs O(depth), not O(size), and
+``diff`` skips shared subtrees by identity.
+
+A *leaf* is any value that is not a non-empty :class:`Section` (an empty section is a leaf:
+it can appear and disappear like a scalar).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Final
+
+from otpylib_config.paths import Path
+from otpylib_config.values import EMPTY, Section, same
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+#: Marks "no value here"; distinct from ``None``, which is a value.
+MISSING: Final[Any] = _Missing()
+
+
+def get_in(tree: Section, path: Path) -> Any:
+    """The value at ``path``, or ``MISSING``."""
+    node: Any = tree
+    for segment in path:
+        if not isinstance(node, Section):
+            return MISSING
+        node = node.get(segment, MISSING)
+        if node is MISSING:
+            return MISSING
+    return node
+
+
+def set_in(tree: Section, path: Path, value: Any) -> Section:
+    """A new tree with ``value`` at ``path``; scalars in the way become sections."""
+    head, rest = path[0], path[1:]
+    if rest:
+        child = tree.get(head)
+        value = set_in(child if isinstance(child, Section) else EMPTY, rest, value)
+    return _with(tree, head, value)
+
+
+def remove_in(tree: Section, path: Path) -> Section:
+    """A new tree without ``path``; sections left empty by the removal disappear too."""
+    head, rest = path[0], path[1:]
+    if head not in tree:
+        return tree
+    if not rest:
+        return _without(tree, head)
+    child = tree[head]
+    if not isinstance(child, Section):
+        return tree
+    new_child = remove_in(child, rest)
+    if new_child is child:
+        return tree
+    return _with(tree, head, new_child) if new_child else _without(tree, head)
+
+
+def merge(layers: Sequence[Section]) -> Section:
+    """Deep-merge layers, lowest priority first: sections merge, anything else replaces."""
+    result: Section = EMPTY
+    for layer in layers:
+        result = _merge_two(result, layer)
+    return result
+
+
+def _merge_two(low: Section, high: Section) -> Section:
+    if not low:
+        return high
+    if not high:
+        return low
+    merged = dict(low)
+    for key, value in high.items():
+        below = merged.get(key, MISSING)
+        if isinstance(value, Section) and isinstance(below, Section):
+            merged[key] = _merge_two(below, value)
+        else:
+            merged[key] = value
+    return Section(merged)
+
+
+def diff(old: Section, new: Section, prefix: Path = ()) -> list[Path]:
+    """Paths of the leaves that changed between two trees, from both sides, in tree order."""
+    changed: list[Path] = []
+    _diff(old, new, prefix, changed)
+    return changed
+
+
+def _diff(a: Any, b: Any, prefix: Path, out: list[Path]) -> None:
+    if a is b:
+        return
+    a_branch = isinstance(a, Section) and bool(a)
+    b_branch = isinstance(b, Section) and bool(b)
+    if a_branch and b_branch:
+        for key in a:
+            _diff(a[key], b.get(key, MISSING), (*prefix, key), out)
+        for key in b:
+            if key not in a:
+                out.extend(leaves(b[key], (*prefix, key)))
+        return
+    if a is not MISSING and b is not MISSING and not a_branch and not b_branch:
+        if not same(a, b):
+            out.append(prefix)
+        return
+    if a is not MISSING:
+        out.extend(leaves(a, prefix))
+    if b is not MISSING:
+        out.extend(leaves(b, prefix))
+
+
+def leaves(value: Any, prefix: Path) -> Iterator[Path]:
+    """Paths of every leaf in ``value`` (``prefix`` itself if it is a leaf)."""
+    if isinstance(value, Section) and value:
+        for key, child in value.items():
+            yield from leaves(child, (*prefix, key))
+    else:
+        yield prefix
+
+
+def flatten(tree: Section) -> dict[str, Any]:
+    """``{"a.b": leaf}`` for every leaf; for dumps and hashing."""
+    return {".".join(path): get_in(tree, path) for path in leaves(tree, ()) if path}
+
+
+def _with(section: Section, key: str, value: Any) -> Section:
+    copy = Section(section)
+    dict.__setitem__(copy, key, value)
+    return copy
+
+
+def _without(section: Section, key: str) -> Section:
+    copy = Section(section)
+    dict.__delitem__(copy, key)
+    return copy

@@ -1,0 +1,100 @@
+"""Shared fixtures: a fresh otpylib runtime per test, and helpers to start trees.
+
+See reference/otpylib-0.5.18.md §1: one backend per test on the test's own loop, and test
+bodies that must run inside a process go through ``in_process`` so that a failed assert
+fails the test instead of silently ending the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+import pytest_asyncio
+from otpylib import process
+from otpylib.runtime import reset_runtime, set_runtime
+from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
+
+import otpylib_config
+from otpylib_config import ConfigSpec, ConfigTree
+
+T = TypeVar("T")
+
+
+@pytest_asyncio.fixture
+async def otp_runtime() -> AsyncIterator[AsyncIOBackend]:
+    backend = AsyncIOBackend()
+    await backend.initialize()
+    set_runtime(backend)
+    yield backend
+    await backend.shutdown()
+    await asyncio.sleep(0)
+    reset_runtime()
+
+
+StartTree = Callable[..., Awaitable[ConfigTree]]
+
+
+@pytest_asyncio.fixture
+async def start_tree(otp_runtime: AsyncIOBackend) -> AsyncIterator[StartTree]:
+    """``await start_tree(sources=[...], **spec_options)``; every tree is stopped after."""
+    trees: list[ConfigTree] = []
+
+    async def start(**options: Any) -> ConfigTree:
+        options.setdefault("reload_interval", None)
+        tree = await otpylib_config.start(ConfigSpec(**options))
+        trees.append(tree)
+        return tree
+
+    yield start
+    for tree in reversed(trees):
+        await tree.stop()
+
+
+async def in_process(body: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
+    """Run ``body`` inside a fresh otpylib process and return its result or raise its error."""
+    loop = asyncio.get_running_loop()
+    outcome: asyncio.Future[T] = loop.create_future()
+
+    async def runner() -> None:
+        try:
+            result = await body()
+        except BaseException as exc:
+            if not outcome.done():
+                outcome.set_exception(exc)
+            raise
+        if not outcome.done():
+            outcome.set_result(result)
+
+    await process.spawn(runner)
+    return await asyncio.wait_for(outcome, timeout)
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``predicate()`` holds; fail with a clear message if it never does.
+
+    The timeout only bounds a hang: no test asserts on how fast anything happens.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition never became true: {predicate}")
+        await asyncio.sleep(0.005)
+
+
+class Recorder:
+    """A subscriber callback that records ``(path, old, new)`` events."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any, Any]] = []
+
+    def __call__(self, path: str, old: Any, new: Any) -> None:
+        self.events.append((path, old, new))
+
+    async def settled(self, count: int, timeout: float = 5.0) -> list[tuple[str, Any, Any]]:
+        await eventually(lambda: len(self.events) >= count, timeout)
+        await asyncio.sleep(0.02)  # let any unexpected extra event arrive before asserting
+        return self.events

@@ -1,0 +1,275 @@
+"""Config: reads from the snapshot, writes through the manager, bad input rejected."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from otpylib_config import (
+    Config,
+    DefaultsSource,
+    EnvironmentSource,
+    FileSource,
+    InvalidPathError,
+    InvalidValueError,
+    NotRunningError,
+    Section,
+    Source,
+)
+from otpylib_config.values import EMPTY
+
+from .conftest import StartTree
+
+DEFAULTS = {"database": {"url": "postgres://localhost/app", "pool_size": 5}, "debug": False}
+
+
+async def test_get_returns_leaves_sections_and_defaults(start_tree: StartTree) -> None:
+    await start_tree(sources=[DefaultsSource(DEFAULTS)])
+
+    assert await Config.get("database.url") == "postgres://localhost/app"
+    assert await Config.get("database") == {"url": "postgres://localhost/app", "pool_size": 5}
+    assert await Config.get("missing.key", default=10) == 10
+    assert await Config.get("database.url.deeper") is None
+    assert Config.get_nowait("database.pool_size") == 5
+    assert Config.get_nowait("debug") is False
+
+
+async def test_sections_handed_out_are_read_only(start_tree: StartTree) -> None:
+    await start_tree(sources=[DefaultsSource({"a": {"b": [1, 2], "c": {"d": 1}}})])
+
+    section = await Config.get("a")
+    assert isinstance(section, Section)
+    with pytest.raises(TypeError, match="read-only"):
+        section["b"] = 3
+    with pytest.raises(TypeError):
+        section["c"]["d"] = 2
+    assert section["b"] == (1, 2)  # lists come back as tuples
+    assert json.loads(json.dumps(section)) == {"b": [1, 2], "c": {"d": 1}}
+
+
+async def test_reads_before_start_raise_not_running(otp_runtime: Any) -> None:
+    with pytest.raises(NotRunningError, match="no otpylib-config tree is running"):
+        Config.get_nowait("a")
+    with pytest.raises(NotRunningError):
+        await Config.put("a", 1)
+
+
+async def test_put_is_read_by_the_writer_at_once(start_tree: StartTree) -> None:
+    await start_tree(sources=[DefaultsSource(DEFAULTS)])
+
+    await Config.put("database.pool_size", 20)
+    assert Config.get_nowait("database.pool_size") == 20
+    await Config.put("rate_limits.api", {"requests": 1000, "window": 60})
+    assert Config.get_nowait("rate_limits.api.requests") == 1000
+    assert await Config.get("rate_limits") == {"api": {"requests": 1000, "window": 60}}
+
+
+async def test_put_replaces_the_whole_node_and_none_overrides(start_tree: StartTree) -> None:
+    await start_tree(sources=[DefaultsSource(DEFAULTS)])
+
+    await Config.put("database", {"url": "sqlite://"})
+    assert await Config.get("database") == {"url": "sqlite://"}
+    await Config.put("debug", None)
+    assert await Config.get("debug", default="absent") is None
+
+
+async def test_put_copies_its_value(start_tree: StartTree) -> None:
+    await start_tree(sources=[DefaultsSource({})])
+    value: dict[str, Any] = {"hosts": ["a", "b"]}
+
+    await Config.put("cluster", value)
+    value["hosts"].append("c")
+    value["extra"] = True
+
+    assert await Config.get("cluster") == {"hosts": ("a", "b")}
+
+
+async def test_delete_removes_only_the_runtime_override(start_tree: StartTree) -> None:
+    await start_tree(sources=[DefaultsSource(DEFAULTS)])
+
+    await Config.put("database.pool_size", 50)
+    await Config.put("rate_limits.api", {"requests": 1000, "window": 60})
+    assert await Config.delete("database.pool_size") is True
+    assert await Config.delete("rate_limits.api") is True
+    assert await Config.delete("rate_limits.api") is False
+    assert await Config.delete("database.url") is False  # not an override: stays
+
+    assert await Config.get("database") == DEFAULTS["database"]
+    assert await Config.get("rate_limits") is None
+
+
+async def test_delete_inside_a_put_section(start_tree: StartTree) -> None:
+    await start_tree(sources=[DefaultsSource(DEFAULTS)])
+
+    await Config.put("limits", {"a": 1, "b": 2})
+    assert await Config.delete("limits.a") is True
+    assert await Config.get("limits") == {"b": 2}
+
+
+@pytest.mark.parametrize("path", ["", "a..b", ".a", "a.", "a.*", 1, None, ["a"]])
+async def test_bad_paths_are_rejected_everywhere(start_tree: StartTree, path: Any) -> None:
+    await start_tree(sources=[DefaultsSource(DEFAULTS)])
+
+    with pytest.raises(InvalidPathError):
+        await Config.put(path, 1)
+    with pytest.raises(InvalidPathError):
+        await Config.delete(path)
+    with pytest.raises(InvalidPathError):
+        Config.get_nowait(path)
+
+
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        ({1: "a"}, "limits"),
+        ({"a": {"b": {1, 2}}}, "limits.a.b"),
+        ([1, object()], r"limits\[1\]"),
+        (float("nan"), "limits"),
+        (b"bytes", "limits"),
+        ({"a.b": 1}, "limits"),
+    ],
+)
+async def test_bad_values_are_rejected_with_their_path(
+    start_tree: StartTree, value: Any, where: str
+) -> None:
+    await start_tree(sources=[DefaultsSource(DEFAULTS)])
+    before = await Config.status()
+
+    with pytest.raises(InvalidValueError, match=where):
+        await Config.put("limits", value)
+
+    after = await Config.status()
+    assert after.version == before.version
+    assert await Config.get("limits") is None
+
+
+async def test_reload_picks_up_an_edited_file_and_reports_changes(
+    start_tree: StartTree, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[server]\nport = 8000\nhost = "0.0.0.0"\n')
+    await start_tree(sources=[FileSource(config)])
+
+    config.write_text('[server]\nport = 9000\nhost = "0.0.0.0"\n')
+    result = await Config.reload()
+
+    assert result.changed == ("server.port",)
+    assert result.errors == {}
+    assert await Config.get("server.port") == 9000
+
+
+async def test_reload_that_changes_nothing_keeps_the_version(
+    start_tree: StartTree, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.json"
+    config.write_text('{"a": 1}')
+    await start_tree(sources=[FileSource(config)])
+    version = (await Config.status()).version
+
+    result = await Config.reload()
+
+    assert result.changed == ()
+    assert result.version == version
+
+
+async def test_broken_file_keeps_last_good_layer_and_recovers(
+    start_tree: StartTree, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("[db]\npool = 5\n")
+    await start_tree(sources=[FileSource(config), EnvironmentSource("APP_", environ={})])
+
+    config.write_text("[db\npool = ")
+    result = await Config.reload()
+
+    assert await Config.get("db.pool") == 5
+    assert list(result.errors) == [f"file:{config}"]
+    assert "invalid TOML" in result.errors[f"file:{config}"]
+    status = await Config.status()
+    file_status = status.sources[0]
+    assert not file_status.healthy
+    assert file_status.last_error is not None and str(config) in file_status.last_error
+
+    config.write_text("[db]\npool = 7\n")
+    result = await Config.reload()
+    assert result.errors == {}
+    assert await Config.get("db.pool") == 7
+    assert (await Config.status()).sources[0].healthy
+
+
+async def test_env_overrides_file_and_runtime_overrides_env(
+    start_tree: StartTree, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("[database]\npool_size = 5\nurl = 'x'\n")
+    environ = {"MYAPP_DATABASE__POOL_SIZE": "20"}
+    await start_tree(
+        sources=[
+            DefaultsSource({"database": {"pool_size": 1, "timeout": 3}}),
+            FileSource(config),
+            EnvironmentSource(prefix="MYAPP_", environ=environ),
+        ]
+    )
+
+    assert await Config.get("database") == {"pool_size": 20, "url": "x", "timeout": 3}
+    await Config.put("database.pool_size", 99)
+    assert await Config.get("database.pool_size") == 99
+    environ["MYAPP_DATABASE__POOL_SIZE"] = "30"
+    await Config.reload()
+    assert await Config.get("database.pool_size") == 99  # runtime still wins
+    await Config.delete("database.pool_size")
+    assert await Config.get("database.pool_size") == 30
+
+
+async def test_status_reports_version_hash_sources_and_counters(start_tree: StartTree) -> None:
+    await start_tree(id="svc", sources=[DefaultsSource(DEFAULTS)])
+    first = await Config.status()
+
+    await Config.put("debug", True)
+    second = await Config.status()
+
+    assert first.id == "svc"
+    assert second.version == first.version + 1
+    assert second.config_hash != first.config_hash
+    assert second.counters["puts"] == 1
+    assert second.manager_running
+    assert [s.name for s in second.sources] == ["defaults"]
+    assert second.sources[0].healthy and second.sources[0].age_s is not None
+
+
+class BlockingSource(Source):
+    """A source whose reload waits until the test releases it: it holds the manager."""
+
+    name = "blocking"
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.loads = 0
+
+    async def load(self) -> Section:
+        self.loads += 1
+        if self.loads > 1:
+            await self.release.wait()
+        return EMPTY
+
+
+async def test_reads_never_wait_for_a_busy_manager(start_tree: StartTree) -> None:
+    source = BlockingSource()
+    await start_tree(sources=[DefaultsSource(DEFAULTS), source])
+    reload = asyncio.create_task(Config.reload())
+    await asyncio.sleep(0.05)
+    put = asyncio.create_task(Config.put("debug", True))
+    await asyncio.sleep(0.05)
+
+    assert not reload.done() and not put.done()  # the manager is stuck in the reload
+    assert Config.get_nowait("database.pool_size") == 5
+    assert await Config.get("debug") is False
+
+    source.release.set()
+    await asyncio.wait_for(put, 5)
+    assert await Config.get("debug") is True
+    await reload
