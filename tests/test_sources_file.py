@@ -1,0 +1,256 @@
+"""Specification of FileSource: a TOML, JSON or YAML file as a layer (DESIGN §5)."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pytest
+
+from otpylib_config.errors import SourceError
+from otpylib_config.sources.file import FileSource
+from otpylib_config.values import Section
+
+TOML = """
+[server]
+host = "0.0.0.0"
+port = 8000
+debug = false
+
+[database]
+url = "postgresql://localhost/app"
+pool_size = 5
+hosts = ["a", "b"]
+
+[database.options]
+timeout = 2.5
+"""
+
+EXPECTED = {
+    "server": {"host": "0.0.0.0", "port": 8000, "debug": False},
+    "database": {
+        "url": "postgresql://localhost/app",
+        "pool_size": 5,
+        "hosts": ("a", "b"),
+        "options": {"timeout": 2.5},
+    },
+}
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+async def test_toml_file_becomes_a_frozen_layer(tmp_path: Path) -> None:
+    layer = await FileSource(write(tmp_path / "config.toml", TOML)).load()
+    assert layer == EXPECTED
+    assert type(layer) is Section
+    assert type(layer["database"]["options"]) is Section
+    assert type(layer["database"]["hosts"]) is tuple
+
+
+async def test_json_file_becomes_a_frozen_layer(tmp_path: Path) -> None:
+    text = """{"server": {"host": "0.0.0.0", "port": 8000, "debug": false},
+    "database": {"url": "postgresql://localhost/app", "pool_size": 5, "hosts": ["a", "b"],
+                 "options": {"timeout": 2.5}}}"""
+    layer = await FileSource(write(tmp_path / "config.json", text)).load()
+    assert layer == EXPECTED
+    assert type(layer["server"]) is Section
+
+
+async def test_yaml_file_becomes_a_frozen_layer(tmp_path: Path) -> None:
+    text = """
+server:
+  host: 0.0.0.0
+  port: 8000
+  debug: false
+database:
+  url: postgresql://localhost/app
+  pool_size: 5
+  hosts: [a, b]
+  options:
+    timeout: 2.5
+"""
+    for suffix in (".yaml", ".yml"):
+        layer = await FileSource(write(tmp_path / f"config{suffix}", text)).load()
+        assert layer == EXPECTED
+        assert type(layer["database"]) is Section
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [
+        ("a.toml", "toml"),
+        ("a.json", "json"),
+        ("a.yaml", "yaml"),
+        ("a.yml", "yaml"),
+        ("A.TOML", "toml"),
+        ("a.d/x.Json", "json"),
+    ],
+)
+def test_format_is_chosen_by_suffix(tmp_path: Path, name: str, fmt: str) -> None:
+    assert FileSource(tmp_path / name).format == fmt
+
+
+async def test_explicit_format_overrides_the_suffix(tmp_path: Path) -> None:
+    path = write(tmp_path / "settings.conf", '{"a": {"b": 1}}')
+    source = FileSource(path, format="json")
+    assert source.format == "json"
+    assert await source.load() == {"a": {"b": 1}}
+    toml_in_txt = write(tmp_path / "x.txt", "a = 1")
+    assert await FileSource(toml_in_txt, format="toml").load() == {"a": 1}
+
+
+@pytest.mark.parametrize("name", ["config.ini", "config", "config.toml.bak", "config.cfg"])
+def test_unknown_suffix_without_format_is_a_value_error_naming_the_file(
+    tmp_path: Path, name: str
+) -> None:
+    with pytest.raises(ValueError, match="format") as info:
+        FileSource(tmp_path / name)
+    assert name in str(info.value)
+
+
+def test_source_accepts_str_paths_and_has_a_default_name(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    source = FileSource(str(path))
+    assert source.path == path
+    assert source.name == f"file:{path}"
+    assert FileSource(path, name="main").name == "main"
+
+
+def test_files_are_required_unless_optional(tmp_path: Path) -> None:
+    assert FileSource(tmp_path / "a.toml").required is True
+    assert FileSource(tmp_path / "a.toml", optional=True).required is False
+
+
+async def test_missing_required_file_is_a_source_error_naming_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    source = FileSource(path)
+    with pytest.raises(SourceError, match="not found") as info:
+        await source.load()
+    assert str(path) in info.value.reason
+    assert info.value.source == source.name
+
+
+async def test_missing_optional_file_is_an_empty_layer(tmp_path: Path) -> None:
+    assert await FileSource(tmp_path / "secrets.toml", optional=True).load() == {}
+
+
+async def test_a_directory_is_a_source_error_even_when_optional(tmp_path: Path) -> None:
+    directory = tmp_path / "dir.toml"
+    directory.mkdir()
+    with pytest.raises(SourceError, match="cannot read") as info:
+        await FileSource(directory, optional=True).load()
+    assert str(directory) in str(info.value)
+
+
+async def test_the_file_is_read_again_on_every_load(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.toml", "a = 1")
+    source = FileSource(path)
+    assert await source.load() == {"a": 1}
+    write(path, "a = 2\nb = 3")
+    assert await source.load() == {"a": 2, "b": 3}
+
+
+async def test_an_empty_toml_file_is_an_empty_layer(tmp_path: Path) -> None:
+    assert await FileSource(write(tmp_path / "c.toml", "")).load() == {}
+
+
+async def test_an_empty_yaml_file_is_an_empty_layer(tmp_path: Path) -> None:
+    assert await FileSource(write(tmp_path / "c.yaml", "# nothing yet\n")).load() == {}
+
+
+async def test_invalid_toml_is_a_source_error_naming_the_file_and_position(tmp_path: Path) -> None:
+    path = write(tmp_path / "bad.toml", "a = 1\nb = \n")
+    with pytest.raises(SourceError) as info:
+        await FileSource(path).load()
+    message = str(info.value)
+    assert str(path) in message
+    assert "TOML" in message
+    assert "line 2" in message
+
+
+async def test_invalid_json_is_a_source_error_naming_the_file_and_position(tmp_path: Path) -> None:
+    path = write(tmp_path / "bad.json", '{\n  "a": 1,\n  "b": \n}')
+    with pytest.raises(SourceError) as info:
+        await FileSource(path).load()
+    message = str(info.value)
+    assert str(path) in message
+    assert "JSON" in message
+    assert "line 4" in message
+
+
+async def test_invalid_yaml_is_a_source_error_naming_the_file_and_position(tmp_path: Path) -> None:
+    path = write(tmp_path / "bad.yaml", "a: [1\nb: 2\n")
+    with pytest.raises(SourceError) as info:
+        await FileSource(path).load()
+    message = str(info.value)
+    assert str(path) in message
+    assert "YAML" in message
+    assert "line 2" in message
+
+
+async def test_a_toml_datetime_is_kept(tmp_path: Path) -> None:
+    text = "released = 2024-05-01T12:30:00Z\nday = 2024-05-01\nat = 07:32:00\n"
+    layer = await FileSource(write(tmp_path / "c.toml", text)).load()
+    assert layer["released"] == datetime.datetime(2024, 5, 1, 12, 30, tzinfo=datetime.UTC)
+    assert layer["day"] == datetime.date(2024, 5, 1)
+    assert layer["at"] == datetime.time(7, 32)
+
+
+async def test_toml_infinity_is_kept(tmp_path: Path) -> None:
+    layer = await FileSource(write(tmp_path / "c.toml", "limit = inf")).load()
+    assert layer["limit"] == float("inf")
+
+
+async def test_toml_nan_is_rejected_naming_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.toml", "[limits]\nratio = nan")
+    with pytest.raises(SourceError, match=r"limits\.ratio") as info:
+        await FileSource(path).load()
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["[1, 2, 3]", '"just a string"', "42"])
+async def test_a_json_document_that_is_not_an_object_is_rejected(
+    tmp_path: Path, text: str
+) -> None:
+    path = write(tmp_path / "c.json", text)
+    with pytest.raises(SourceError, match="table/object") as info:
+        await FileSource(path).load()
+    assert str(path) in str(info.value)
+
+
+async def test_a_yaml_document_that_is_a_list_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="table/object"):
+        await FileSource(write(tmp_path / "c.yaml", "- a\n- b\n")).load()
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".json", ".yaml"])
+async def test_invalid_utf8_is_reported_with_the_byte_offset(tmp_path: Path, suffix: str) -> None:
+    path = write(tmp_path / f"c{suffix}", b'a = "caf\xe9"\n')
+    with pytest.raises(SourceError, match="UTF-8") as info:
+        await FileSource(path).load()
+    assert "byte 8" in str(info.value)
+    assert str(path) in str(info.value)
+
+
+async def test_keys_that_cannot_be_path_segments_are_rejected(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.json", '{"rules": {"tc_*": 1}}')
+    with pytest.raises(SourceError, match="rules") as info:
+        await FileSource(path).load()
+    assert "'tc_*'" in str(info.value)
+
+
+async def test_yaml_non_string_keys_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="not a str"):
+        await FileSource(write(tmp_path / "c.yaml", "ports:\n  80: http\n")).load()
+
+
+async def test_yaml_python_tags_are_not_executed(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.yaml", "a: !!python/object/apply:os.getcwd []\n")
+    with pytest.raises(SourceError, match="YAML"):
+        await FileSource(path).load()
