@@ -69,8 +69,14 @@ def test_invalid_path_error_is_a_value_error_and_a_config_error() -> None:
 
 @pytest.mark.parametrize(
     ("text", "bad_segment"),
-    [("a.*", "*"), ("a.**", "**"), ("tc_*", "tc_*"), ("a.b?", "b?"), ("a.[ab]", "[ab]"),
-     ("x.y]", "y]")],
+    [
+        ("a.*", "*"),
+        ("a.**", "**"),
+        ("tc_*", "tc_*"),
+        ("a.b?", "b?"),
+        ("a.[ab]", "[ab]"),
+        ("x.y]", "y]"),
+    ],
 )
 def test_glob_characters_are_rejected_in_concrete_paths(text: str, bad_segment: str) -> None:
     with pytest.raises(InvalidPathError, match="glob character") as info:

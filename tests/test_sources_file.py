@@ -215,9 +215,7 @@ async def test_toml_nan_is_rejected_naming_the_key(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("text", ["[1, 2, 3]", '"just a string"', "42"])
-async def test_a_json_document_that_is_not_an_object_is_rejected(
-    tmp_path: Path, text: str
-) -> None:
+async def test_a_json_document_that_is_not_an_object_is_rejected(tmp_path: Path, text: str) -> None:
     path = write(tmp_path / "c.json", text)
     with pytest.raises(SourceError, match="table/object") as info:
         await FileSource(path).load()
