@@ -29,7 +29,7 @@ from otpylib_config.sources.file import FileSource
 from otpylib_config.sources.runtime import RuntimeSource
 from otpylib_config.spec import ConfigSpec
 from otpylib_config.subscriptions import SubscriptionHandle
-from otpylib_config.supervisor import ConfigTree, child_spec, running, start
+from otpylib_config.supervisor import ConfigTree, child_spec, running, shutdown, start
 from otpylib_config.table import SourceStatus, Status
 from otpylib_config.values import Section, thaw
 
@@ -57,6 +57,7 @@ __all__ = [
     "ValidationError",
     "child_spec",
     "running",
+    "shutdown",
     "start",
     "telemetry",
     "thaw",

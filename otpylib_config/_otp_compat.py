@@ -6,10 +6,16 @@ a supervisor with two or more children can restart the wrong child and orphan an
 (reference/otpylib-0.5.18.md §3). ``install()`` replaces ``_monitor_local`` with a copy that
 takes N from a process-wide counter. It patches only the 0.5 series and is idempotent;
 ``tests/test_otp_compat.py`` shows the upstream bug and the fix.
+
+``shutdown_runtime`` works around a second defect: ``AsyncIOBackend.shutdown`` clears the
+process table right after requesting cancellation, so a supervisor that runs before its
+cancellation lands finds no mailbox, catches the ``RuntimeError`` and retries forever,
+never yielding to the event loop. Cancelling and awaiting every process first avoids it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from importlib.metadata import version
@@ -51,3 +57,13 @@ def install() -> bool:
     AsyncIOBackend._monitor_local = _monitor_local
     logger.debug("patched otpylib AsyncIOBackend._monitor_local (unique monitor refs)")
     return True
+
+
+async def shutdown_runtime(backend: AsyncIOBackend) -> None:
+    """Stop every process of ``backend``, then the backend itself, without the spin."""
+    tasks = [p.task for p in backend._processes.values() if p.task and not p.task.done()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await backend.shutdown()
+    await asyncio.sleep(0)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from otpylib_config.table import ConfigTable, Status
 
 _current: ConfigTable | None = None
+_tables: dict[str, ConfigTable] = {}
 _POLL_S = 0.05  # how often a waiting writer checks that the manager is still alive
 _RETRY_PAUSE_S = 0.005
 
@@ -36,13 +37,19 @@ _RETRY_PAUSE_S = 0.005
 def register(table: ConfigTable) -> None:
     """Make ``table`` the one ``Config`` reads and writes (called by the manager's init)."""
     global _current
-    _current = table
+    _current = _tables[table.spec.id] = table
 
 
 def unregister(table: ConfigTable) -> None:
     global _current
+    if _tables.get(table.spec.id) is table:
+        del _tables[table.spec.id]
     if _current is table:
-        _current = None
+        _current = next(reversed(_tables.values()), None)
+
+
+def table_for(spec_id: str) -> ConfigTable | None:
+    return _tables.get(spec_id)
 
 
 def current_table() -> ConfigTable:

@@ -21,6 +21,13 @@ class ParseError(ValueError):
     """The document is not valid in its format; the message says where."""
 
 
+def check_format(fmt: str) -> str:
+    """Reject an unknown format name early, where the source is configured."""
+    if fmt not in _PARSERS:
+        raise ValueError(f"unknown format {fmt!r} (expected one of {sorted(_PARSERS)})")
+    return fmt
+
+
 def parse(data: bytes, fmt: str) -> Section:
     """Parse ``data`` as ``fmt`` ("toml", "json" or "yaml") into a frozen layer."""
     parser = _PARSERS.get(fmt)
@@ -41,7 +48,7 @@ def parse(data: bytes, fmt: str) -> Section:
 
 def _decode(data: bytes) -> str:
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # editors on Windows may add a byte-order mark
     except UnicodeDecodeError as exc:
         raise ParseError(f"not valid UTF-8 at byte {exc.start}") from exc
 

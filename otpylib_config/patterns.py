@@ -47,8 +47,9 @@ class PatternIndex(Generic[T]):
         node = self._root
         for segment in pattern:
             node = _child(node, segment, create=True)  # type: ignore[assignment]
-        node.items.add(item)
-        self._count += 1
+        if item not in node.items:
+            node.items.add(item)
+            self._count += 1
 
     def remove(self, pattern: Path, item: T) -> None:
         trail = [self._root]

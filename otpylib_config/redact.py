@@ -39,6 +39,8 @@ class Redactor:
             return REDACTED
         if isinstance(value, Section):
             return {key: self.value(f"{path}.{key}", item) for key, item in value.items()}
+        if isinstance(value, tuple):
+            return tuple(self.value(path, item) for item in value)
         return value
 
     def __repr__(self) -> str:

@@ -38,10 +38,13 @@ class Subscription:
 
     def enqueue(self, events: Iterable[Event]) -> None:
         for path, old, new in events:
-            queued = self.pending.pop(path, None)
-            first_old = old if queued is None else queued[0]
-            if not same(first_old, new):
-                self.pending[path] = (first_old, new)
+            queued = self.pending.get(path)
+            if queued is None:
+                self.pending[path] = (old, new)
+            elif same(queued[0], new):
+                del self.pending[path]  # the changes cancelled out
+            else:
+                self.pending[path] = (queued[0], new)  # keeps its place in the queue
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from otpylib import process, supervisor
 from otpylib.module import SUPERVISOR, OTPModule
@@ -32,6 +32,8 @@ from otpylib_config.spec import ConfigSpec
 from otpylib_config.table import ConfigTable
 
 logger = logging.getLogger("otpylib_config")
+
+T = TypeVar("T")
 
 _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 5.0
@@ -70,35 +72,15 @@ def child_spec(spec: ConfigSpec) -> supervisor.child_spec:
 class ConfigTree:
     """A running standalone tree, as returned by :func:`start`."""
 
-    def __init__(
-        self,
-        table: ConfigTable,
-        supervisor_pid: Any,
-        stop_requested: asyncio.Event,
-        stopped: asyncio.Future[None],
-        backend: AsyncIOBackend | None,
-    ) -> None:
+    def __init__(self, table: ConfigTable, backend: AsyncIOBackend | None) -> None:
         self.table = table
-        self.supervisor_pid = supervisor_pid
-        self._stop_requested = stop_requested
-        self._stopped = stopped
         self._backend = backend
 
     async def stop(self) -> None:
-        """Stop the tree, cancel running callbacks, and the runtime if ``start`` made it."""
-        self._stop_requested.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._stopped), _STOP_TIMEOUT_S)
-        except TimeoutError:
-            logger.warning("config tree %s did not stop in time", self.table.spec.id)
-        client.unregister(self.table)
-        for task in list(self.table.tasks):
-            task.cancel()
-        if self.table.tasks:
-            await asyncio.wait(list(self.table.tasks), timeout=_STOP_TIMEOUT_S)
+        """Stop the tree, and the otpylib runtime too if ``start`` created it."""
+        await shutdown(self.table.spec.id)
         if self._backend is not None:
-            await self._backend.shutdown()
-            await asyncio.sleep(0)
+            await _otp_compat.shutdown_runtime(self._backend)
             reset_runtime()
 
     async def __aenter__(self) -> ConfigTree:
@@ -106,6 +88,39 @@ class ConfigTree:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+async def shutdown(spec_id: str) -> None:
+    """Stop the config tree ``spec_id``: its processes, its running callbacks, its reads.
+
+    An application that embeds ``child_spec`` calls this after stopping its own supervisor
+    (so that nothing restarts the tree): otpylib 0.5.18's nested supervisors ignore their
+    parent's shutdown (reference/otpylib-0.5.18.md §3).
+    """
+    name = f"otpylib_config.{spec_id}"
+    pid = process.whereis(name)
+    if pid is not None:
+        await _in_process(lambda: _stop_supervisor(pid))
+    table = client.table_for(spec_id)
+    if table is None:
+        return
+    client.unregister(table)
+    for task in list(table.tasks):
+        task.cancel()
+    if table.tasks:
+        await asyncio.wait(list(table.tasks), timeout=_STOP_TIMEOUT_S)
+
+
+async def _stop_supervisor(pid: Any) -> None:
+    ref = await process.monitor(pid)
+    await process.send(pid, SHUTDOWN)
+    try:
+        while True:
+            message = await process.receive(timeout=_STOP_TIMEOUT_S)
+            if isinstance(message, tuple) and message[:2] == (DOWN, ref):
+                return
+    except TimeoutError:
+        logger.warning("config supervisor %s did not stop in time", pid)
 
 
 async def start(spec: ConfigSpec) -> ConfigTree:
@@ -119,13 +134,17 @@ async def start(spec: ConfigSpec) -> ConfigTree:
     table = ConfigTable(spec)
     try:
         await load_initial(table)
-        supervisor_pid, stop_requested, stopped = await _spawn_root(table)
+        await _in_process(
+            lambda: supervisor.start_link(
+                ConfigSupervisor, init_arg=table, name=table.supervisor_name
+            )
+        )
     except BaseException:
         if backend is not None:
-            await backend.shutdown()
+            await _otp_compat.shutdown_runtime(backend)
             reset_runtime()
         raise
-    return ConfigTree(table, supervisor_pid, stop_requested, stopped, backend)
+    return ConfigTree(table, backend)
 
 
 @asynccontextmanager
@@ -147,39 +166,16 @@ async def _ensure_runtime() -> AsyncIOBackend | None:
     return backend
 
 
-async def _spawn_root(table: ConfigTable) -> tuple[Any, asyncio.Event, asyncio.Future[None]]:
-    """A root process owns the supervisor: start_link must run inside a process."""
+async def _in_process(body: Callable[[], Awaitable[T]]) -> T:
+    """Run ``body`` in a short-lived process (start_link and receive need one)."""
     loop = asyncio.get_running_loop()
-    started: asyncio.Future[Any] = loop.create_future()
-    stopped: asyncio.Future[None] = loop.create_future()
-    stop_requested = asyncio.Event()
+    outcome: asyncio.Future[T] = loop.create_future()
 
-    async def root() -> None:
+    async def runner() -> None:
         try:
-            sup = await supervisor.start_link(
-                ConfigSupervisor, init_arg=table, name=table.supervisor_name
-            )
+            outcome.set_result(await body())
         except Exception as exc:
-            started.set_exception(exc)
-            return
-        started.set_result(sup)
-        try:
-            await stop_requested.wait()
-            ref = await process.monitor(sup)
-            await process.send(sup, SHUTDOWN)
-            await _wait_down(ref)
-        finally:
-            if not stopped.done():
-                stopped.set_result(None)
+            outcome.set_exception(exc)
 
-    await process.spawn(root, trap_exits=True)
-    supervisor_pid = await asyncio.wait_for(started, _START_TIMEOUT_S)
-    return supervisor_pid, stop_requested, stopped
-
-
-async def _wait_down(ref: str) -> None:
-    """Receive until the DOWN message of ``ref`` (the root's mailbox holds nothing else)."""
-    while True:
-        message = await process.receive(timeout=_STOP_TIMEOUT_S)
-        if isinstance(message, tuple) and message[:2] == (DOWN, ref):
-            return
+    await process.spawn(runner)
+    return await asyncio.wait_for(outcome, _START_TIMEOUT_S)

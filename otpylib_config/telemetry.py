@@ -71,7 +71,7 @@ def attach_many(
     if any(a.handler_id == handler_id for entries in _table.values() for a in entries):
         raise ValueError(f"telemetry handler {handler_id!r} is already attached")
     table = dict(_table)
-    for event in events:
+    for event in dict.fromkeys(events):
         table[event] = (*table.get(event, ()), _Attached(handler_id, event, handler, config))
     _table = table
 

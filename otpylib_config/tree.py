@@ -92,7 +92,7 @@ def diff(old: Section, new: Section, prefix: Path = ()) -> list[Path]:
     """Paths of the leaves that changed between two trees, from both sides, in tree order."""
     changed: list[Path] = []
     _diff(old, new, prefix, changed)
-    return changed
+    return changed if prefix else [path for path in changed if path]  # the root is no leaf
 
 
 def _diff(a: Any, b: Any, prefix: Path, out: list[Path]) -> None:

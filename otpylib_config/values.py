@@ -72,8 +72,6 @@ def freeze(value: Any, path: str = "", *, allow_temporal: bool = False) -> Any:
     Raises :class:`InvalidValueError` naming the path of the first offending element.
     ``allow_temporal`` admits TOML's dates and times, which files may contain.
     """
-    if isinstance(value, Section):
-        return value
     kind = type(value)
     if kind is float and not math.isfinite(value):
         if math.isnan(value):

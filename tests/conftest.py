@@ -19,7 +19,7 @@ from otpylib.runtime import reset_runtime, set_runtime
 from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
 
 import otpylib_config
-from otpylib_config import ConfigSpec, ConfigTree
+from otpylib_config import ConfigSpec, ConfigTree, _otp_compat
 
 T = TypeVar("T")
 
@@ -30,8 +30,7 @@ async def otp_runtime() -> AsyncIterator[AsyncIOBackend]:
     await backend.initialize()
     set_runtime(backend)
     yield backend
-    await backend.shutdown()
-    await asyncio.sleep(0)
+    await _otp_compat.shutdown_runtime(backend)
     reset_runtime()
 
 

@@ -227,12 +227,6 @@ def test_removing_an_absent_entry_is_a_no_op(pattern: str, item: str) -> None:
     assert matches(index, "a.b") == {"s": 2}
 
 
-@pytest.mark.xfail(
-    reason="BUG: PatternIndex.add counts an (pattern, item) pair twice when it is added twice, "
-    "although the trie holds it once (items is a set), so len() over-counts and stays "
-    "non-zero after the entry is removed",
-    strict=True,
-)
 def test_adding_the_same_entry_twice_counts_once() -> None:
     index = index_of(("a.b", "s"), ("a.b", "s"))
     assert len(index) == 1

@@ -97,11 +97,6 @@ def test_none_inside_a_section_stays_none(redactor) -> None:
     }
 
 
-@pytest.mark.xfail(
-    reason="BUG: Redactor.value does not look inside lists, so secrets in a list of tables "
-    "(e.g. [[users]] password = ...) are dumped in clear text",
-    strict=True,
-)
 def test_secrets_inside_lists_of_sections_are_redacted(redactor) -> None:
     users = freeze([{"name": "alice", "password": "hunter2"}])
     redacted = redactor.value("users", users)

@@ -6,8 +6,6 @@ from __future__ import annotations
 from itertools import count
 from typing import Any
 
-import pytest
-
 from otpylib_config.paths import parse_pattern
 from otpylib_config.subscriptions import Subscription, Subscriptions
 from otpylib_config.tree import diff, set_in
@@ -273,11 +271,6 @@ def test_pending_events_keep_the_order_of_their_paths() -> None:
     assert list(s.pending) == ["a.c", "a.a", "a.b"]
 
 
-@pytest.mark.xfail(
-    reason="BUG: Subscription.enqueue pops and re-inserts a coalesced path, moving it behind "
-    "paths that first changed later; pending events should keep the order of first occurrence",
-    strict=True,
-)
 def test_coalescing_keeps_the_order_of_first_occurrence() -> None:
     s = sub("a.*")
     s.enqueue([("a.x", 0, 1), ("a.y", 0, 1)])

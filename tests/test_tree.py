@@ -258,11 +258,6 @@ def test_diff_empty_section_filling_up_reports_the_section_and_the_new_leaf() ->
     assert sorted(diff(tree({"a": {}}), tree({"a": {"b": 1}}))) == [("a",), ("a", "b")]
 
 
-@pytest.mark.xfail(
-    reason="BUG: diff() reports the root path () as a changed leaf when the whole tree goes "
-    "from empty to non-empty or back (the empty root is treated like an empty-section leaf)",
-    strict=True,
-)
 def test_diff_never_reports_the_root_path() -> None:
     assert diff(EMPTY, tree({"a": 1})) == [("a",)]
     assert diff(tree({"a": 1}), EMPTY) == [("a",)]

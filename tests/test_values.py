@@ -66,16 +66,13 @@ def test_freeze_does_not_alias_the_input() -> None:
     assert frozen == {"a": {"b": (1, 2)}}
 
 
-def test_freezing_a_frozen_value_returns_it_as_is() -> None:
-    frozen = freeze({"a": {"b": 1}})
-    assert freeze(frozen) is frozen
+def test_freezing_a_frozen_value_again_gives_an_equal_frozen_value() -> None:
+    frozen = freeze({"a": {"b": 1}, "c": [1, 2]})
+    again = freeze(frozen)
+    assert again == frozen
+    assert type(again["a"]) is Section and again["c"] == (1, 2)
 
 
-@pytest.mark.xfail(
-    reason="BUG: freeze() trusts any Section, but Section is public and its constructor "
-    "accepts mutable and non-JSON data, so freeze(Section({...})) passes it through unchecked",
-    strict=True,
-)
 def test_a_hand_built_section_is_still_validated_and_frozen() -> None:
     frozen = freeze(Section({"a": {"b": [1]}}))
     assert type(frozen["a"]) is Section

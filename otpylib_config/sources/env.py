@@ -21,12 +21,14 @@ from otpylib_config.sources.base import Source
 from otpylib_config.tree import set_in
 from otpylib_config.values import EMPTY, Section, freeze
 
-_INT = re.compile(r"[+-]?\d+")
+_INT = re.compile(r"[+-]?(0|[1-9]\d*)")  # "007" and "0755" stay strings
 _FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d+)")
 
 
 def coerce(text: str) -> Any:
     """``true``/``false`` → bool, integers, floats, JSON arrays and objects; else the string.
+
+    Numbers with leading zeros (zip codes, file modes) stay strings, as in JSON.
 
     Raises ``ValueError`` for text that starts like JSON (``[`` or ``{``) but does not parse:
     that is almost always a typo that should be reported, not silently kept as a string.

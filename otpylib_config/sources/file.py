@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio.to_thread
 
 from otpylib_config.errors import SourceError
-from otpylib_config.parsers import FORMATS_BY_SUFFIX, ParseError, parse
+from otpylib_config.parsers import FORMATS_BY_SUFFIX, ParseError, check_format, parse
 from otpylib_config.sources.base import Source
 from otpylib_config.values import Section
 
@@ -31,12 +31,13 @@ class FileSource(Source):
     ) -> None:
         self.path = Path(path)
         suffix_format = FORMATS_BY_SUFFIX.get(self.path.suffix.lower())
-        self.format = format or suffix_format
-        if self.format is None:
+        fmt = format or suffix_format
+        if fmt is None:
             raise ValueError(
                 f"cannot tell the format of {str(self.path)!r} from its suffix; "
                 f"pass format='toml', 'json' or 'yaml'"
             )
+        self.format = check_format(fmt)
         self.optional = optional
         self.required = not optional
         self.name = name or f"file:{self.path}"
@@ -54,6 +55,6 @@ class FileSource(Source):
         except OSError as exc:
             raise SourceError(self.name, f"cannot read {self.path}: {exc.strerror}") from exc
         try:
-            return parse(data, self.format or "")
+            return parse(data, self.format)
         except ParseError as exc:
             raise SourceError(self.name, f"{self.path}: {exc}") from exc

@@ -1,0 +1,303 @@
+"""Subscribers, end to end: exact events, isolation from bad callbacks, coalescing."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from otpylib import process
+
+from otpylib_config import Config, DefaultsSource, FileSource, telemetry
+
+from .conftest import Recorder, StartTree, eventually, in_process
+
+TC_RULES = {
+    "queuemizer": {
+        "tc_rules": {
+            "eth0": {"rate": "10mbit", "burst": 32},
+            "eth1": {"rate": "5mbit", "burst": 16},
+        }
+    }
+}
+
+
+async def test_interface_subscription_gets_one_event_per_interface(
+    start_tree: StartTree, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        "[queuemizer.tc_rules.eth0]\nrate = '10mbit'\nburst = 32\n"
+        "[queuemizer.tc_rules.eth1]\nrate = '5mbit'\nburst = 16\n"
+    )
+    await start_tree(sources=[FileSource(config)])
+    rules = Recorder()
+    await Config.subscribe("queuemizer.tc_rules.*", rules)
+
+    config.write_text(
+        "[queuemizer.tc_rules.eth0]\nrate = '20mbit'\nburst = 64\n"
+        "[queuemizer.tc_rules.eth2]\nrate = '1mbit'\nburst = 8\n"
+    )
+    await Config.reload()
+
+    events = await rules.settled(3)
+    assert sorted(events) == [
+        (
+            "queuemizer.tc_rules.eth0",
+            {"rate": "10mbit", "burst": 32},
+            {"rate": "20mbit", "burst": 64},
+        ),
+        ("queuemizer.tc_rules.eth1", {"rate": "5mbit", "burst": 16}, None),
+        ("queuemizer.tc_rules.eth2", None, {"rate": "1mbit", "burst": 8}),
+    ]
+
+
+async def test_patterns_get_events_at_their_own_granularity(start_tree: StartTree) -> None:
+    await start_tree(sources=[DefaultsSource({"rate_limits": {"api": {"requests": 10}}})])
+    exact, star, section, globstar, inseg = (
+        Recorder(),
+        Recorder(),
+        Recorder(),
+        Recorder(),
+        Recorder(),
+    )
+    await Config.subscribe("rate_limits.api.requests", exact)
+    await Config.subscribe("rate_limits.*", star)
+    await Config.subscribe("rate_limits", section)
+    await Config.subscribe("rate_limits.**", globstar)
+    await Config.subscribe("rate_limits.a?i", inseg)
+
+    await Config.put("rate_limits.api", {"requests": 1000, "window": 60})
+
+    new_api = {"requests": 1000, "window": 60}
+    assert await exact.settled(1) == [("rate_limits.api.requests", 10, 1000)]
+    assert await star.settled(1) == [("rate_limits.api", {"requests": 10}, new_api)]
+    assert await inseg.settled(1) == [("rate_limits.api", {"requests": 10}, new_api)]
+    assert await section.settled(1) == [
+        ("rate_limits", {"api": {"requests": 10}}, {"api": new_api})
+    ]
+    assert sorted(await globstar.settled(2)) == [
+        ("rate_limits.api.requests", 10, 1000),
+        ("rate_limits.api.window", None, 60),
+    ]
+
+
+async def test_section_replaced_by_scalar_and_back(start_tree: StartTree) -> None:
+    await start_tree(sources=[DefaultsSource({"a": {"b": {"c": 1}}})])
+    deep, top = Recorder(), Recorder()
+    await Config.subscribe("a.b.c", deep)
+    await Config.subscribe("a.*", top)
+
+    await Config.put("a.b", 5)
+    await Config.delete("a.b")
+
+    assert await deep.settled(2) == [("a.b.c", 1, None), ("a.b.c", None, 1)]
+    assert await top.settled(2) == [("a.b", {"c": 1}, 5), ("a.b", 5, {"c": 1})]
+
+
+async def test_deletion_is_a_change_with_new_none(start_tree: StartTree) -> None:
+    await start_tree(sources=[DefaultsSource({})])
+    await Config.put("flags.new_ui", True)
+    flags = Recorder()
+    await Config.subscribe("flags.*", flags)
+
+    await Config.delete("flags.new_ui")
+
+    assert await flags.settled(1) == [("flags.new_ui", True, None)]
+
+
+async def test_reload_without_changes_notifies_nobody(
+    start_tree: StartTree, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.json"
+    config.write_text('{"a": {"b": 1}}')
+    await start_tree(sources=[FileSource(config)])
+    everything = Recorder()
+    await Config.subscribe("**", everything)
+
+    config.write_text('{ "a": { "b": 1 } }')  # same data, different bytes
+    await Config.reload()
+    await Config.put("a.b", 1)  # a put of the value already there changes nothing either
+    await asyncio.sleep(0.05)
+
+    assert everything.events == []
+
+
+async def test_several_changes_in_one_reload(start_tree: StartTree, tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text('{"db": {"pool": 5, "url": "x"}, "debug": false}')
+    await start_tree(sources=[FileSource(config)])
+    db, debug = Recorder(), Recorder()
+    await Config.subscribe("db.*", db)
+    await Config.subscribe("debug", debug)
+
+    config.write_text('{"db": {"pool": 6, "timeout": 3}, "debug": true}')
+    await Config.reload()
+
+    assert sorted(await db.settled(3)) == [
+        ("db.pool", 5, 6),
+        ("db.timeout", None, 3),
+        ("db.url", "x", None),
+    ]
+    assert await debug.settled(1) == [("debug", False, True)]
+
+
+async def test_async_callbacks_are_awaited_in_order(start_tree: StartTree) -> None:
+    await start_tree(sources=[DefaultsSource({"n": 0})])
+    seen: list[Any] = []
+
+    async def on_change(path: str, old: Any, new: Any) -> None:
+        await asyncio.sleep(0.001)
+        seen.append(new)
+
+    await Config.subscribe("n", on_change)
+    for i in range(1, 21):
+        await Config.put(f"m{i}", i)  # other paths: nothing coalesces
+        await Config.put("n", i)
+        await asyncio.sleep(0.002)
+
+    await eventually(lambda: seen[-1:] == [20])
+    assert seen == sorted(seen)
+
+
+async def test_raising_callback_affects_only_its_subscription(start_tree: StartTree) -> None:
+    await start_tree(sources=[DefaultsSource({"x": 0})])
+    good = Recorder()
+    calls: list[Any] = []
+
+    def bad(path: str, old: Any, new: Any) -> None:
+        calls.append(new)
+        raise RuntimeError("subscriber bug")
+
+    await Config.subscribe("x", bad)
+    await Config.subscribe("x", good)
+    with telemetry.capture_events(telemetry.SUBSCRIBER_ERROR) as errors:
+        await Config.put("x", 1)
+        await Config.put("x", 2)
+        await good.settled(2)
+        await eventually(lambda: len(errors) == 2)
+
+    assert calls == [1, 2]  # it keeps getting later events
+    assert errors[0].metadata == {
+        "pattern": "x",
+        "path": "x",
+        "error": "RuntimeError: subscriber bug",
+    }
+    assert (await Config.status()).counters["subscriber_errors"] == 2
+
+
+async def test_hanging_callback_is_cancelled_after_its_timeout(start_tree: StartTree) -> None:
+    await start_tree(sources=[DefaultsSource({"x": 0})], callback_timeout=0.1)
+    good = Recorder()
+    hung: list[Any] = []
+
+    async def hangs(path: str, old: Any, new: Any) -> None:
+        hung.append(new)
+        await asyncio.Event().wait()
+
+    await Config.subscribe("x", hangs)
+    await Config.subscribe("x", good)
+    with telemetry.capture_events(telemetry.SUBSCRIBER_ERROR) as errors:
+        await Config.put("x", 1)
+        await good.settled(1)
+        await Config.put("x", 2)
+        await good.settled(2)
+        await eventually(lambda: len(errors) == 2)
+
+    assert hung == [1, 2]
+    assert errors[0].metadata["error"] == "timed out"
+
+
+async def test_slow_subscriber_coalesces_instead_of_queueing(start_tree: StartTree) -> None:
+    await start_tree(sources=[DefaultsSource({"x": 0})])
+    release = asyncio.Event()
+    seen: list[tuple[Any, Any]] = []
+
+    async def slow(path: str, old: Any, new: Any) -> None:
+        await release.wait()
+        seen.append((old, new))
+
+    handle = await Config.subscribe("x", slow)
+    for i in range(1, 1001):
+        await Config.put("x", i)
+
+    sub = _subscription(handle.id)
+    assert len(sub.pending) == 1  # one event per path, however many changes
+    release.set()
+    await eventually(lambda: len(seen) == 2)
+    assert seen == [(0, 1), (1, 1000)]  # the running call, then first old and last new
+
+
+async def test_callbacks_run_outside_any_process_and_may_write(start_tree: StartTree) -> None:
+    await start_tree(sources=[DefaultsSource({"x": 0})])
+    inside: list[Any] = []
+
+    async def on_change(path: str, old: Any, new: Any) -> None:
+        inside.append(process.self())
+        await Config.put("echo", new)  # a callback may write without deadlocking
+
+    await Config.subscribe("x", on_change)
+    await Config.put("x", 7)
+
+    await eventually(lambda: Config.get_nowait("echo") == 7)
+    assert inside == [None]
+
+
+async def test_unsubscribe_stops_events(start_tree: StartTree) -> None:
+    await start_tree(sources=[DefaultsSource({"x": 0})])
+    recorder = Recorder()
+    handle = await Config.subscribe("x", recorder)
+    await Config.put("x", 1)
+    await recorder.settled(1)
+
+    assert await Config.unsubscribe(handle) is True
+    assert await Config.unsubscribe(handle) is False
+    await Config.put("x", 2)
+    await asyncio.sleep(0.05)
+
+    assert recorder.events == [("x", 0, 1)]
+
+
+async def test_subscriptions_of_an_exited_process_are_removed(start_tree: StartTree) -> None:
+    await start_tree(sources=[DefaultsSource({"x": 0})])
+    recorder = Recorder()
+    leave = asyncio.Event()
+
+    async def subscriber() -> None:
+        await Config.subscribe("x", recorder)
+        await leave.wait()
+
+    owner = await process.spawn(subscriber)
+    await eventually(lambda: (_table().subscriptions.owners()) == {owner})
+    await Config.put("x", 1)
+    await recorder.settled(1)
+
+    leave.set()
+    await eventually(lambda: len(_table().subscriptions) == 0)
+    await Config.put("x", 2)
+    await asyncio.sleep(0.05)
+    assert recorder.events == [("x", 0, 1)]
+
+
+async def test_subscription_from_a_process_works_like_any_other(start_tree: StartTree) -> None:
+    await start_tree(sources=[DefaultsSource({"x": 0})])
+    recorder = Recorder()
+
+    async def body() -> Any:
+        handle = await Config.subscribe("x", recorder)
+        await Config.put("x", 3)
+        return handle
+
+    handle = await in_process(body)
+    assert await recorder.settled(1) == [("x", 0, 3)]
+    assert handle.pattern == "x"
+
+
+def _table() -> Any:
+    from otpylib_config.client import current_table
+
+    return current_table()
+
+
+def _subscription(sub_id: int) -> Any:
+    return _table().subscriptions.by_id[sub_id]
