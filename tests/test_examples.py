@@ -1,0 +1,29 @@
+"""The runnable examples work as README.md says."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quickstart_demo_runs_and_shows_each_step() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "database.pool_size   = 20 (from env)" in out
+    assert "event rate_limits.api: {'requests': 100, 'window': 60} -> " in out
+    assert "changed: server.port, queuemizer.tc_rules.eth0.rate" in out
+    assert "event queuemizer.tc_rules.eth0: {'rate': '10mbit'" in out
+    assert "'path': 'security.secret_key', 'value': '**redacted**'" in out
+    assert "security.secret_key  = rotated (get returns secrets)" in out
+    assert out.rstrip().endswith("stopped cleanly")
