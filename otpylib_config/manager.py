@@ -25,26 +25,21 @@ from otpylib import process
 from otpylib.gen_server import NoReply, Reply
 from otpylib.module import GEN_SERVER, OTPModule
 
-from otpylib_config import client, telemetry
-from otpylib_config.errors import ConfigError, SourceError
+from otpylib_config import client, pipeline, telemetry
+from otpylib_config.errors import ConfigError
 from otpylib_config.paths import Path
 from otpylib_config.protocol import (
     DELETE,
     DOWN,
     PUT,
     RELOAD,
+    SOURCE_CHANGED,
     SUBSCRIBE,
     TICK,
     UNSUBSCRIBE,
-    WAKE,
-    ReloadResult,
 )
-from otpylib_config.snapshot import Snapshot
-from otpylib_config.sources.runtime import Overrides
 from otpylib_config.subscriptions import Subscription, SubscriptionHandle
 from otpylib_config.table import ConfigTable
-from otpylib_config.tree import MISSING, diff, get_in, remove_in, set_in
-from otpylib_config.values import Section
 
 logger = logging.getLogger("otpylib_config")
 
@@ -64,7 +59,7 @@ class ConfigManager(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"): 
         state = ManagerState(table=table, pid=process.self())
         table.manager_starts += 1
         if table.snapshot is None:
-            await load_initial(table)
+            await pipeline.load_initial(table)
         if table.manager_starts > 1:
             _restarted(table)
         await _monitor_owners(state)
@@ -83,6 +78,8 @@ class ConfigManager(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"): 
     async def handle_info(self, message: Any, state: ManagerState) -> Any:
         try:
             await _dispatch(state, message)
+        except ConfigError as exc:  # a rejected request: the requester learns why
+            _fail(message, exc)
         except Exception as exc:
             logger.exception("config manager failed to handle %.200r", message)
             _fail(message, exc)
@@ -111,7 +108,7 @@ async def _put(
 ) -> None:
     started = time.perf_counter()
     overrides, root = state.table.overrides.put(segments, value)
-    await _apply_overrides(state, overrides, root)
+    await pipeline.apply_overrides(state.table, overrides, root)
     state.table.counters["puts"] += 1
     _resolve(fut, None)
     if telemetry.has_handlers(telemetry.PUT):
@@ -130,7 +127,7 @@ async def _delete(state: ManagerState, fut: asyncio.Future[Any], segments: Path,
     started = time.perf_counter()
     outcome = state.table.overrides.delete(segments)
     if outcome is not None:
-        await _apply_overrides(state, *outcome)
+        await pipeline.apply_overrides(state.table, *outcome)
         state.table.counters["deletes"] += 1
     _resolve(fut, outcome is not None)
     telemetry.execute(
@@ -140,151 +137,29 @@ async def _delete(state: ManagerState, fut: asyncio.Future[Any], segments: Path,
     )
 
 
-async def _apply_overrides(state: ManagerState, overrides: Overrides, root: Path) -> None:
-    """Commit new overrides and publish the effective value under ``root``."""
-    table = state.table
-    assert table.snapshot is not None
-    old_tree = table.snapshot.tree
-    value = overrides.apply(get_in(table.base, root), root)
-    new_tree = remove_in(old_tree, root) if value is MISSING else set_in(old_tree, root, value)
-    changed = diff(get_in(old_tree, root), value, root)
-    table.overrides = overrides
-    if changed:
-        await _publish(table, new_tree, changed)
-
-
 # -- reloads -----------------------------------------------------------------------------
 
 
 async def _reload_request(state: ManagerState, fut: asyncio.Future[Any], reason: str) -> None:
-    _resolve(fut, await reload(state.table, reason))
+    _resolve(fut, await pipeline.reload(state.table, reason))
+
+
+async def _source_changed(state: ManagerState, name: str) -> None:
+    await pipeline.reload(state.table, f"changed:{name}", only=[name])
 
 
 async def _tick(state: ManagerState) -> None:
     state.timer = None
     try:
-        await reload(state.table, "timer")
+        await pipeline.reload(state.table, "timer")
     finally:
         await _arm_timer(state)
-
-
-async def reload(table: ConfigTable, reason: str) -> ReloadResult:
-    """Load every source, merge, and publish what changed. Failed sources keep their layer."""
-    with telemetry.span("config.reload", {"reason": reason}) as stop:
-        errors = await _load_sources(table)
-        assert table.snapshot is not None
-        base = table.merged_layers()
-        new_tree = table.overrides.apply(base)
-        changed = diff(table.snapshot.tree, new_tree)
-        table.base = base
-        if changed:
-            await _publish(table, new_tree, changed)
-        table.counters["reloads"] += 1
-        table.counters["reload_errors"] += bool(errors)
-        version = table.snapshot.version
-        stop.update(
-            version=version,
-            errors=errors,
-            measurements={"keys": len(changed), "changes": len(changed)},
-        )
-    return ReloadResult(version, tuple(".".join(p) for p in changed), errors)
-
-
-async def load_initial(table: ConfigTable) -> None:
-    """The first load: a required source that fails raises its ``SourceError``."""
-    errors = await _load_sources(table)
-    for name, message in errors.items():
-        source = table.sources[name].source
-        if source.required:
-            raise SourceError(name, message.removeprefix(f"{name}: "))
-    table.base = table.merged_layers()
-    table.snapshot = Snapshot(table.overrides.apply(table.base), version=1)
-
-
-async def _load_sources(table: ConfigTable) -> dict[str, str]:
-    states = list(table.sources.values())
-    results = await asyncio.gather(*(_load_one(s.source) for s in states))
-    errors: dict[str, str] = {}
-    for source_state, (layer, error, duration) in zip(states, results, strict=True):
-        name = source_state.source.name
-        if error is None:
-            source_state.succeeded(layer)
-            telemetry.execute(
-                telemetry.SOURCE_LOADED,
-                {"duration_s": duration, "keys": len(layer)},
-                {"source": name},
-            )
-        else:
-            source_state.failed(error)
-            errors[name] = error
-            logger.warning("config source %s failed, keeping its last good layer: %s", name, error)
-            telemetry.execute(
-                telemetry.SOURCE_ERROR, {"duration_s": duration}, {"source": name, "error": error}
-            )
-    return errors
-
-
-async def _load_one(source: Any) -> tuple[Section, str | None, float]:
-    started = time.perf_counter()
-    try:
-        layer = await source.load()
-    except SourceError as exc:
-        return Section(), str(exc), time.perf_counter() - started
-    except Exception as exc:  # a source bug must not take the manager down
-        logger.exception("config source %s raised", source.name)
-        return (
-            Section(),
-            f"{source.name}: {type(exc).__name__}: {exc}",
-            time.perf_counter() - started,
-        )
-    return layer, None, time.perf_counter() - started
 
 
 async def _arm_timer(state: ManagerState) -> None:
     interval = state.table.spec.reload_interval
     if interval is not None and state.timer is None:
         state.timer = await process.send_after(interval, state.pid, (TICK,))
-
-
-# -- publishing and notifying ------------------------------------------------------------
-
-
-async def _publish(table: ConfigTable, new_tree: Section, changed: list[Path]) -> None:
-    """Swap in the next snapshot, then queue the events of every matching subscription."""
-    assert table.snapshot is not None
-    old_tree = table.snapshot.tree
-    table.snapshot = table.snapshot.successor(new_tree, changed)
-    table.counters["changes"] += len(changed)
-    for sub, events in table.subscriptions.events(changed, old_tree, new_tree).items():
-        sub.enqueue(events)
-        if sub.pending and sub.task is None:
-            table.ready.add(sub)
-    if table.ready and not table.wake_sent:
-        table.wake_sent = True
-        await process.send(table.notifier_name, (WAKE,))
-    if telemetry.has_handlers(telemetry.CHANGED):
-        _emit_changes(table, old_tree, new_tree, changed)
-
-
-def _emit_changes(table: ConfigTable, old: Section, new: Section, changed: list[Path]) -> None:
-    assert table.snapshot is not None
-    for leaf in changed:
-        path = ".".join(leaf)
-        old_value, new_value = get_in(old, leaf), get_in(new, leaf)
-        telemetry.execute(
-            telemetry.CHANGED,
-            {"changes": 1},
-            {
-                "path": path,
-                "old_value": table.redactor.value(
-                    path, None if old_value is MISSING else old_value
-                ),
-                "new_value": table.redactor.value(
-                    path, None if new_value is MISSING else new_value
-                ),
-                "version": table.snapshot.version,
-            },
-        )
 
 
 # -- subscriptions -----------------------------------------------------------------------
@@ -366,6 +241,7 @@ _HANDLERS: dict[Any, Callable[..., Awaitable[None]]] = {
     PUT: _put,
     DELETE: _delete,
     RELOAD: _reload_request,
+    SOURCE_CHANGED: _source_changed,
     SUBSCRIBE: _subscribe,
     UNSUBSCRIBE: _unsubscribe,
     TICK: _tick,

@@ -13,6 +13,7 @@ message                              result the future gets
 ``(RELOAD, fut, reason)``              :class:`ReloadResult`
 ``(SUBSCRIBE, fut, subscription)``     :class:`SubscriptionHandle` (idempotent by id)
 ``(UNSUBSCRIBE, fut, sub_id)``         ``True`` if the subscription existed
+``(SOURCE_CHANGED, name)``             no future: a push source changed; reload just it
 ``(TICK,)``                            no future: the reload timer, via ``send_after``
 ``(DOWN, ref, ..., pid, reason)``      no future: a subscriber process exited
 ===================================  ====================================================
@@ -34,6 +35,7 @@ DELETE = atom.ensure("otpylib_config.delete")
 RELOAD = atom.ensure("otpylib_config.reload")
 SUBSCRIBE = atom.ensure("otpylib_config.subscribe")
 UNSUBSCRIBE = atom.ensure("otpylib_config.unsubscribe")
+SOURCE_CHANGED = atom.ensure("otpylib_config.source_changed")
 TICK = atom.ensure("otpylib_config.tick")
 WAKE = atom.ensure("otpylib_config.wake")
 DOWN = atom.ensure("DOWN")

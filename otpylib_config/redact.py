@@ -22,9 +22,14 @@ class Redactor:
 
     def __init__(self, patterns: Iterable[str] = DEFAULT_SECRET_PATTERNS) -> None:
         self.patterns = tuple(pattern.lower() for pattern in patterns)
-        self.is_secret = lru_cache(maxsize=4096)(self._is_secret)
+        self._matches = lru_cache(maxsize=4096)(self._match)
+        #: Paths of every leaf that a secret source provides; set by the manager.
+        self.secret_leaves: frozenset[str] = frozenset()
 
-    def _is_secret(self, path: str) -> bool:
+    def is_secret(self, path: str) -> bool:
+        return path in self.secret_leaves or self._matches(path)
+
+    def _match(self, path: str) -> bool:
         return any(
             fnmatchcase(segment.lower(), pattern)
             for segment in path.split(".")

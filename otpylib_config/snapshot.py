@@ -22,11 +22,12 @@ from otpylib_config.values import EMPTY, Section
 class Snapshot:
     """One version of the effective configuration; never changes once published."""
 
-    __slots__ = ("_hash", "cache", "tree", "version")
+    __slots__ = ("_hash", "cache", "model", "tree", "version")
 
-    def __init__(self, tree: Section = EMPTY, version: int = 0) -> None:
+    def __init__(self, tree: Section = EMPTY, version: int = 0, model: Any = None) -> None:
         self.tree = tree
         self.version = version
+        self.model = model  # the schema's validated model, if the spec has a pydantic schema
         self.cache: dict[str, Any] = {}
         self._hash: str | None = None
 
@@ -37,9 +38,9 @@ class Snapshot:
             self.cache[path] = value
         return value
 
-    def successor(self, tree: Section, changed: Iterable[Path]) -> Snapshot:
+    def successor(self, tree: Section, changed: Iterable[Path], model: Any = None) -> Snapshot:
         """The next version, taking over this snapshot's cache minus the changed nodes."""
-        nxt = Snapshot(tree, self.version + 1)
+        nxt = Snapshot(tree, self.version + 1, model)
         cache, self.cache = self.cache, {}
         for leaf in changed:
             for depth in range(1, len(leaf) + 1):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from otpylib_config.redact import DEFAULT_SECRET_PATTERNS
 from otpylib_config.sources.base import Source
@@ -23,6 +25,12 @@ class ConfigSpec:
     across manager restarts included. ``callback_timeout``: how long an async subscriber
     callback may run before it is cancelled and reported. ``max_restarts`` in
     ``max_seconds``: the restart intensity of the tree's supervisor.
+
+    ``profile`` fills ``{profile}`` in file paths; if ``None`` it is read from the environment
+    variable named ``profile_env``. ``schema`` (a pydantic model or a callable that raises)
+    and ``validators`` (glob pattern -> callable, dataclass or pydantic model) check the
+    merged configuration before anything is published. ``watch_debounce``: seconds a file
+    must be quiet after an event before it is reloaded.
     """
 
     id: str = "default"
@@ -33,7 +41,17 @@ class ConfigSpec:
     secret_patterns: Sequence[str] = DEFAULT_SECRET_PATTERNS
     max_restarts: int = 10
     max_seconds: float = 5.0
+    profile: str | None = None
+    profile_env: str | None = "CONFIG_PROFILE"
+    schema: Any = None
+    validators: Mapping[str, Any] = field(default_factory=dict)
+    watch_debounce: float = 0.05
     runtime: RuntimeSource = field(init=False)
+
+    def resolved_profile(self) -> str | None:
+        if self.profile is not None or self.profile_env is None:
+            return self.profile
+        return os.environ.get(self.profile_env) or None
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id or "." in self.id:

@@ -25,8 +25,9 @@ from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
 from otpylib.supervisor import ONE_FOR_ONE, SHUTDOWN
 
 from otpylib_config import _otp_compat, client
-from otpylib_config.manager import ConfigManager, load_initial
+from otpylib_config.manager import ConfigManager
 from otpylib_config.notifier import ConfigNotifier
+from otpylib_config.pipeline import load_initial
 from otpylib_config.protocol import DOWN
 from otpylib_config.spec import ConfigSpec
 from otpylib_config.table import ConfigTable

@@ -14,15 +14,15 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
+from otpylib_config.persistence import Persistence
 from otpylib_config.redact import Redactor
 from otpylib_config.snapshot import Snapshot
-from otpylib_config.sources.base import Source
+from otpylib_config.sources.base import Source, SourceContext
 from otpylib_config.sources.runtime import Overrides
 from otpylib_config.spec import ConfigSpec
 from otpylib_config.subscriptions import Subscription, Subscriptions
-from otpylib_config.tree import merge
+from otpylib_config.validation import Validator
 from otpylib_config.values import EMPTY, Section
 
 
@@ -69,13 +69,20 @@ class Status:
     subscriptions: int
     sources: tuple[SourceStatus, ...]
     counters: Mapping[str, int]
+    profile: str | None = None
+    last_validation_error: str | None = None
 
 
 @dataclass(eq=False)
 class ConfigTable:
     spec: ConfigSpec
     sources: dict[str, SourceState] = field(init=False)
+    runtime_state: SourceState = field(init=False)
     redactor: Redactor = field(init=False)
+    validator: Validator = field(init=False)
+    persistence: Persistence = field(init=False)
+    last_validation_error: str | None = None
+    profile: str | None = field(init=False)
     overrides: Overrides = field(default_factory=Overrides)
     base: Section = field(
         default_factory=lambda: EMPTY
@@ -91,7 +98,16 @@ class ConfigTable:
 
     def __post_init__(self) -> None:
         self.sources = {s.name: SourceState(s) for s in self.spec.sources}
+        self.runtime_state = SourceState(self.spec.runtime)
         self.redactor = Redactor(self.spec.secret_patterns)
+        self.validator = Validator(self.spec.schema, self.spec.validators)
+        self.persistence = Persistence(self.spec.runtime.path)
+        self.profile = self.spec.resolved_profile()
+
+    def configure_sources(self) -> None:
+        context = SourceContext(profile=self.profile)
+        for state in self.sources.values():
+            state.source.configure(context)
 
     @property
     def manager_name(self) -> str:
@@ -105,9 +121,6 @@ class ConfigTable:
     def supervisor_name(self) -> str:
         return f"otpylib_config.{self.spec.id}"
 
-    def merged_layers(self) -> Section:
-        return merge([state.layer for state in self.sources.values()])
-
     def status(self, manager_running: bool) -> Status:
         snapshot = self.snapshot or Snapshot()
         now = time.time()
@@ -118,9 +131,15 @@ class ConfigTable:
             manager_running=manager_running,
             manager_restarts=max(self.manager_starts - 1, 0),
             subscriptions=len(self.subscriptions),
-            sources=tuple(_source_status(state, now) for state in self.sources.values()),
+            sources=tuple(_source_status(state, now) for state in self._all_states()),
             counters=dict(self.counters),
+            profile=self.profile,
+            last_validation_error=self.last_validation_error,
         )
+
+    def _all_states(self) -> list[SourceState]:
+        persisted = [self.runtime_state] if self.persistence.path is not None else []
+        return [*self.sources.values(), *persisted]
 
 
 def _source_status(state: SourceState, now: float) -> SourceStatus:
@@ -133,9 +152,3 @@ def _source_status(state: SourceState, now: float) -> SourceStatus:
         last_error_at=state.last_error_at,
         age_s=None if state.last_success is None else now - state.last_success,
     )
-
-
-def describe(value: Any) -> str:
-    """A short text for logs."""
-    text = repr(value)
-    return text if len(text) <= 200 else text[:200] + "..."

@@ -9,21 +9,44 @@ afterwards the source keeps its last good layer and the error shows in ``status(
 from __future__ import annotations
 
 import abc
+import pathlib
+from dataclasses import dataclass
 
+from otpylib_config.paths import Path
 from otpylib_config.values import Section
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """What a tree tells its sources once, before the first load."""
+
+    profile: str | None = None
 
 
 class Source(abc.ABC):
     """Base class of every source. Subclasses set ``name`` and implement ``load``."""
 
-    #: Shown in ``status()`` and errors; unique within one ConfigSpec.
+    #: Shown in ``status()``, errors and ``explain``; unique within one ConfigSpec.
     name: str
     #: A required source that fails at start-up fails the start.
     required: bool = True
+    #: Every value of a secret source is redacted in logs, telemetry, status and dumps.
+    secret: bool = False
 
     @abc.abstractmethod
     async def load(self) -> Section:
         """Read the source and return its whole layer, or raise ``SourceError``."""
+
+    def configure(self, context: SourceContext) -> None:  # noqa: B027 (optional hook)
+        """Called once when the tree is built, before the first load."""
+
+    def origin(self, path: Path) -> str:
+        """Where this source's value at ``path`` comes from, for ``explain``."""
+        return self.name
+
+    def watched_files(self) -> list[pathlib.Path]:
+        """Files whose changes should trigger a reload of this source (push sources)."""
+        return []
 
     @property
     def kind(self) -> str:

@@ -1,16 +1,18 @@
-"""Environment variables as a layer.
+"""Environment variables (and optionally a ``.env`` file) as a layer.
 
 ``APP_DATABASE__POOL_SIZE=20`` with ``prefix="APP_"`` becomes ``database.pool_size = 20``:
 the prefix is stripped, ``nested_delimiter`` (``__`` by default) separates segments and
 segments are lower-cased. A single ``_`` never becomes a dot (lessons.md #15). ``mapping``
 names flat variables explicitly: ``{"JWT_SECRET": "auth.jwt_secret"}``. Values are coerced
-by :func:`coerce`. The environment is read on every load, so a reload picks up changes.
+by :func:`coerce`. The environment (and the ``.env`` file) is read on every load, so a
+reload picks up changes; variables of the process win over the ``.env`` file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pathlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -58,7 +60,9 @@ class EnvironmentSource(Source):
         *,
         nested_delimiter: str = "__",
         mapping: Mapping[str, str] | None = None,
+        env_file: str | os.PathLike[str] | None = None,
         environ: Mapping[str, str] | None = None,
+        secret: bool = False,
         name: str | None = None,
     ) -> None:
         if not prefix and not mapping:
@@ -69,10 +73,31 @@ class EnvironmentSource(Source):
         self.nested_delimiter = nested_delimiter
         self.mapping = {var: parse_path(path) for var, path in (mapping or {}).items()}
         self._environ = environ
+        self.env_file = None if env_file is None else pathlib.Path(env_file)
+        self.secret = secret
         self.name = name or f"env:{prefix or ','.join(self.mapping)}"
 
+    def origin(self, path: tuple[str, ...]) -> str:
+        environ = self._variables()
+        for var in sorted(environ):
+            try:
+                if self._path_of(var) == path:
+                    return f"${var}" if var in self._process_env() else f"{self.env_file}: {var}"
+            except SourceError:
+                continue
+        return self.name
+
+    def _process_env(self) -> Mapping[str, str]:
+        return os.environ if self._environ is None else self._environ
+
+    def _variables(self) -> Mapping[str, str]:
+        """The process environment over the ``.env`` file's variables."""
+        if self.env_file is None:
+            return self._process_env()
+        return {**_read_env_file(self.env_file, self.name), **self._process_env()}
+
     async def load(self) -> Section:
-        environ = os.environ if self._environ is None else self._environ
+        environ = self._variables()
         layer: Section = EMPTY
         owners: dict[tuple[str, ...], str] = {}
         for var in sorted(environ):
@@ -112,3 +137,20 @@ class EnvironmentSource(Source):
                 )
         owners[path] = var
         return set_in(layer, path, value)
+
+
+def _read_env_file(path: pathlib.Path, source: str) -> dict[str, str]:
+    """A missing ``.env`` is no error (it is optional by nature); unreadable ones are."""
+    try:
+        from dotenv import dotenv_values
+    except ImportError as exc:
+        raise SourceError(
+            source, "env_file needs python-dotenv: pip install 'otpylib-config[dotenv]'"
+        ) from exc
+    if not path.exists():
+        return {}
+    try:
+        values = dotenv_values(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(source, f"cannot read {path}: {exc}") from exc
+    return {key: value for key, value in values.items() if value is not None}

@@ -2,24 +2,35 @@
 
 The file is read in a worker thread so a large parse never stalls the event loop. A file
 that does not parse raises :class:`SourceError` naming the file and the position; the
-manager then keeps the file's last good layer.
+manager then keeps the file's last good layer. ``{profile}`` in the path is replaced by the
+tree's profile (``config.{profile}.toml``); ``${VAR}`` placeholders are expanded from the
+environment (see :mod:`otpylib_config.interpolate`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import anyio.to_thread
 
 from otpylib_config.errors import SourceError
 from otpylib_config.parsers import FORMATS_BY_SUFFIX, ParseError, check_format, parse
-from otpylib_config.sources.base import Source
+from otpylib_config.paths import Path as KeyPath
+from otpylib_config.sources.base import Source, SourceContext
 from otpylib_config.values import Section
+
+PROFILE = "{profile}"
 
 
 class FileSource(Source):
-    """One configuration file. ``optional=True``: a missing file is an empty layer."""
+    """One configuration file.
+
+    ``optional=True``: a missing file is an empty layer, picked up when it appears.
+    ``watch=False``: only the timer and ``reload()`` reload it. ``secret=True``: every value
+    is redacted in output. ``environ``: where placeholders are looked up (``os.environ``).
+    """
 
     def __init__(
         self,
@@ -27,20 +38,43 @@ class FileSource(Source):
         *,
         format: str | None = None,
         optional: bool = False,
+        watch: bool = True,
+        secret: bool = False,
         name: str | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
-        self.path = Path(path)
-        suffix_format = FORMATS_BY_SUFFIX.get(self.path.suffix.lower())
-        fmt = format or suffix_format
+        self.template = os.fspath(path)
+        self.path = Path(self.template)
+        fmt = format or FORMATS_BY_SUFFIX.get(self.path.suffix.lower())
         if fmt is None:
             raise ValueError(
-                f"cannot tell the format of {str(self.path)!r} from its suffix; "
+                f"cannot tell the format of {self.template!r} from its suffix; "
                 f"pass format='toml', 'json' or 'yaml'"
             )
         self.format = check_format(fmt)
         self.optional = optional
         self.required = not optional
-        self.name = name or f"file:{self.path}"
+        self.watch = watch
+        self.secret = secret
+        self.name = name or f"file:{self.template}"
+        self._environ = environ
+
+    def configure(self, context: SourceContext) -> None:
+        if PROFILE not in self.template:
+            return
+        if context.profile is None:
+            raise SourceError(
+                self.name,
+                f"{self.template} needs a profile: set ConfigSpec(profile=...) "
+                "or the environment variable named by ConfigSpec.profile_env",
+            )
+        self.path = Path(self.template.replace(PROFILE, context.profile))
+
+    def origin(self, path: KeyPath) -> str:
+        return f"{self.path}: {'.'.join(path)}"
+
+    def watched_files(self) -> list[Path]:
+        return [self.path] if self.watch else []
 
     async def load(self) -> Section:
         return await anyio.to_thread.run_sync(self._load_sync)

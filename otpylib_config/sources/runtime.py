@@ -10,6 +10,7 @@ commits it and a crash can never leave it half-applied.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,10 +22,16 @@ from otpylib_config.values import EMPTY, Section
 
 
 class RuntimeSource(Source):
-    """Marks where runtime overrides go; always the highest priority, added if omitted."""
+    """Marks where runtime overrides go; always the highest priority, added if omitted.
+
+    ``path``: persist the overrides to this JSON file so they survive a restart.
+    """
 
     name = "runtime"
     required = False
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = path
 
     async def load(self) -> Section:
         raise NotImplementedError("the runtime layer is held by the manager, not loaded")
@@ -44,15 +51,17 @@ class Overrides:
 
     root: Section = field(default_factory=lambda: EMPTY)
 
-    def put(self, path: Path, value: Any) -> tuple[Overrides, Path]:
+    def put(self, path: Path, value: Any, at: float | None = None) -> tuple[Overrides, Path]:
         """The new overrides, and the path whose effective value must be recomputed."""
+        at = time.time() if at is None else at
         above = self._override_above(path)
         if above is not None:
             holder, rest = path[:above], path[above:]
             inner = get_in(self.root, holder).value
             base = inner if isinstance(inner, Section) else EMPTY
-            return Overrides(set_in(self.root, holder, Override(set_in(base, rest, value)))), holder
-        return Overrides(set_in(self.root, path, Override(value))), path
+            replaced = Override(set_in(base, rest, value), at)
+            return Overrides(set_in(self.root, holder, replaced)), holder
+        return Overrides(set_in(self.root, path, Override(value, at))), path
 
     def delete(self, path: Path) -> tuple[Overrides, Path] | None:
         """Remove the override at or inside ``path``; ``None`` if there was none."""

@@ -1,0 +1,203 @@
+"""The reload pipeline: load → merge → validate → diff → commit → publish → notify (DESIGN §5).
+
+Only the manager calls these, one at a time. Each step works on new values and the table is
+changed only in :func:`_commit`/:func:`publish`, after validation passed and the runtime layer
+(if persisted) is on disk: a failure at any step leaves the last good configuration serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from otpylib import process
+
+from otpylib_config import telemetry
+from otpylib_config.errors import SourceError, ValidationError
+from otpylib_config.paths import Path
+from otpylib_config.protocol import WAKE, ReloadResult
+from otpylib_config.snapshot import Snapshot
+from otpylib_config.sources.base import Source
+from otpylib_config.sources.runtime import Overrides
+from otpylib_config.table import ConfigTable
+from otpylib_config.tree import MISSING, diff, get_in, leaves, merge, remove_in, set_in
+from otpylib_config.values import Section
+
+logger = logging.getLogger("otpylib_config")
+
+
+async def load_initial(table: ConfigTable) -> None:
+    """The first load. Raises the first required source's ``SourceError``, or the
+    ``ValidationError`` of an invalid configuration: a tree never starts on bad config."""
+    table.configure_sources()
+    await table.persistence.restore(table)
+    loaded, errors = await _load_sources(table, table.sources)
+    for name, message in errors.items():
+        if table.sources[name].source.required:
+            raise SourceError(name, message.removeprefix(f"{name}: "))
+    layers = _layers(table, loaded)
+    base = merge(layers)
+    tree = table.overrides.apply(base)
+    model = _validate(table, tree, "start")
+    _commit(table, loaded, base)
+    table.snapshot = Snapshot(tree, version=1, model=model)
+
+
+async def reload(
+    table: ConfigTable, reason: str, only: Iterable[str] | None = None
+) -> ReloadResult:
+    """Load the sources (all, or those named in ``only``), merge, validate and publish."""
+    names = table.sources if only is None else [n for n in only if n in table.sources]
+    with telemetry.span("config.reload", {"reason": reason}) as stop:
+        loaded, errors = await _load_sources(table, names)
+        assert table.snapshot is not None
+        base = merge(_layers(table, loaded))
+        tree = table.overrides.apply(base)
+        changed = diff(table.snapshot.tree, tree)
+        try:
+            model = _validate(table, tree, reason) if changed else table.snapshot.model
+        except ValidationError as exc:
+            errors["validation"] = str(exc)
+            changed = []
+        else:
+            _commit(table, loaded, base)
+            if changed:
+                await publish(table, tree, changed, model)
+        table.counters["reloads"] += 1
+        table.counters["reload_errors"] += bool(errors)
+        version = table.snapshot.version
+        stop.update(version=version, errors=errors, measurements={"changes": len(changed)})
+    return ReloadResult(version, tuple(".".join(p) for p in changed), errors)
+
+
+async def apply_overrides(table: ConfigTable, overrides: Overrides, root: Path) -> None:
+    """Validate, persist and publish new runtime overrides; the effective value changes
+    only under ``root``. Raises ``ValidationError`` or ``SourceError`` with nothing changed."""
+    assert table.snapshot is not None
+    old_tree = table.snapshot.tree
+    value = overrides.apply(get_in(table.base, root), root)
+    tree = remove_in(old_tree, root) if value is MISSING else set_in(old_tree, root, value)
+    changed = diff(get_in(old_tree, root), value, root)
+    model = _validate(table, tree, "put") if changed else table.snapshot.model
+    await table.persistence.save(overrides)
+    table.overrides = overrides
+    if changed:
+        await publish(table, tree, changed, model)
+
+
+async def publish(table: ConfigTable, tree: Section, changed: list[Path], model: Any) -> None:
+    """Swap in the next snapshot, then queue the events of every matching subscription."""
+    assert table.snapshot is not None
+    old_tree = table.snapshot.tree
+    table.snapshot = table.snapshot.successor(tree, changed, model)
+    table.counters["changes"] += len(changed)
+    for sub, events in table.subscriptions.events(changed, old_tree, tree).items():
+        sub.enqueue(events)
+        if sub.pending and sub.task is None:
+            table.ready.add(sub)
+    if table.ready and not table.wake_sent:
+        table.wake_sent = True
+        await process.send(table.notifier_name, (WAKE,))
+    if telemetry.has_handlers(telemetry.CHANGED):
+        _emit_changes(table, old_tree, tree, changed)
+
+
+def _validate(table: ConfigTable, tree: Section, reason: str) -> Any:
+    if not table.validator.active:
+        return None
+    try:
+        return table.validator.check(tree)
+    except ValidationError as exc:
+        table.counters["validation_failures"] += 1
+        table.last_validation_error = str(exc)
+        logger.warning("configuration rejected (%s), keeping the last good one: %s", reason, exc)
+        telemetry.execute(
+            telemetry.VALIDATION_FAILED,
+            {"problems": len(exc.problems)},
+            {"reason": reason, "problems": list(exc.problems)},
+        )
+        raise
+
+
+def _layers(table: ConfigTable, loaded: dict[str, Section]) -> list[Section]:
+    return [loaded.get(name, state.layer) for name, state in table.sources.items()]
+
+
+def _commit(table: ConfigTable, loaded: dict[str, Section], base: Section) -> None:
+    for name, layer in loaded.items():
+        table.sources[name].succeeded(layer)
+    table.base = base
+    table.redactor.secret_leaves = frozenset(
+        ".".join(path)
+        for state in table.sources.values()
+        if state.source.secret
+        for path in leaves(state.layer, ())
+        if path
+    )
+
+
+async def _load_sources(
+    table: ConfigTable, names: Iterable[str]
+) -> tuple[dict[str, Section], dict[str, str]]:
+    """Load sources concurrently; failures are recorded now, successes committed later."""
+    sources = [table.sources[name].source for name in names]
+    results = await asyncio.gather(*(_load_one(source) for source in sources))
+    loaded: dict[str, Section] = {}
+    errors: dict[str, str] = {}
+    for source, (layer, error, duration) in zip(sources, results, strict=True):
+        if error is None:
+            loaded[source.name] = layer
+            telemetry.execute(
+                telemetry.SOURCE_LOADED,
+                {"duration_s": duration, "keys": len(layer)},
+                {"source": source.name},
+            )
+        else:
+            table.sources[source.name].failed(error)
+            errors[source.name] = error
+            logger.warning(
+                "config source %s failed, keeping its last good layer: %s", source.name, error
+            )
+            telemetry.execute(
+                telemetry.SOURCE_ERROR,
+                {"duration_s": duration},
+                {"source": source.name, "error": error},
+            )
+    return loaded, errors
+
+
+async def _load_one(source: Source) -> tuple[Section, str | None, float]:
+    started = time.perf_counter()
+    try:
+        layer = await source.load()
+    except SourceError as exc:
+        return Section(), str(exc), time.perf_counter() - started
+    except Exception as exc:  # a source bug must not take the manager down
+        logger.exception("config source %s raised", source.name)
+        error = f"{source.name}: {type(exc).__name__}: {exc}"
+        return Section(), error, time.perf_counter() - started
+    return layer, None, time.perf_counter() - started
+
+
+def _emit_changes(table: ConfigTable, old: Section, new: Section, changed: list[Path]) -> None:
+    assert table.snapshot is not None
+    for leaf in changed:
+        path = ".".join(leaf)
+        old_value, new_value = get_in(old, leaf), get_in(new, leaf)
+        telemetry.execute(
+            telemetry.CHANGED,
+            {"changes": 1},
+            {
+                "path": path,
+                "old_value": table.redactor.value(
+                    path, None if old_value is MISSING else old_value
+                ),
+                "new_value": table.redactor.value(
+                    path, None if new_value is MISSING else new_value
+                ),
+                "version": table.snapshot.version,
+            },
+        )

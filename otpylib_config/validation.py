@@ -1,0 +1,122 @@
+"""Validation of the merged configuration before it is published (DESIGN §6).
+
+Two kinds of check, both optional:
+
+* a **schema** for the whole tree: a pydantic model class (its validated instance becomes
+  ``Config.model()``), or any callable that raises on a bad tree;
+* **validators per glob**: every node matching ``queuemizer.tc_rules.*`` is checked by its own
+  callable, dataclass or pydantic model, so one bad interface is reported with its own path.
+
+Every problem is collected — not just the first — and reported as ``(path, message)`` pairs
+in one :class:`ValidationError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from fnmatch import fnmatchcase
+from typing import Any
+
+from otpylib_config.errors import ValidationError
+from otpylib_config.paths import GLOB_CHARS, Path, parse_pattern
+from otpylib_config.values import Section, thaw
+
+Problem = tuple[str, str]
+
+
+class Validator:
+    """Runs a spec's schema and glob validators over a candidate tree."""
+
+    def __init__(self, schema: Any = None, validators: Mapping[str, Any] | None = None) -> None:
+        if schema is not None and not callable(schema):
+            raise TypeError(f"schema must be a pydantic model or a callable, got {schema!r}")
+        self.schema = schema
+        self.validators = [(parse_pattern(p), p, check) for p, check in (validators or {}).items()]
+        for _, pattern, check in self.validators:
+            if not callable(check):
+                raise TypeError(f"validator for {pattern!r} must be callable, got {check!r}")
+
+    @property
+    def active(self) -> bool:
+        return self.schema is not None or bool(self.validators)
+
+    def check(self, tree: Section) -> Any:
+        """Return the schema's model (or ``None``); raise ``ValidationError`` with every problem."""
+        problems: list[Problem] = []
+        for segments, _, check in self.validators:
+            for path, value in match_nodes(tree, segments):
+                problems.extend(_run(check, value, ".".join(path)))
+        model = None
+        if self.schema is not None:
+            try:
+                model = _construct(self.schema, tree)
+            except Exception as exc:
+                problems.extend(_problems(exc, ""))
+        if problems:
+            raise ValidationError(problems)
+        return model
+
+
+def match_nodes(tree: Any, pattern: Path, prefix: Path = ()) -> Iterator[tuple[Path, Any]]:
+    """Every ``(path, value)`` in ``tree`` whose path matches the glob ``pattern``."""
+    if not pattern:
+        yield prefix, tree
+        return
+    if not isinstance(tree, Section):
+        return
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        yield from match_nodes(tree, rest, prefix)
+        for key, child in tree.items():
+            yield from match_nodes(child, pattern, (*prefix, key))
+    elif GLOB_CHARS.intersection(head):
+        for key, child in tree.items():
+            if fnmatchcase(key, head):
+                yield from match_nodes(child, rest, (*prefix, key))
+    elif head in tree:
+        yield from match_nodes(tree[head], rest, (*prefix, head))
+
+
+def _run(check: Any, value: Any, path: str) -> list[Problem]:
+    try:
+        _construct(check, value)
+    except Exception as exc:
+        return _problems(exc, path)
+    return []
+
+
+def _construct(check: Any, value: Any) -> Any:
+    """Pydantic models validate, dataclasses are built from the node, callables are called."""
+    if hasattr(check, "model_validate"):
+        return check.model_validate(thaw(value))
+    if isinstance(check, type) and dataclasses.is_dataclass(check):
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected a table for {check.__name__}, got {type(value).__name__}")
+        return check(**thaw(value))
+    callable_check: Callable[[Any], Any] = check
+    return callable_check(value)
+
+
+def _problems(exc: Exception, path: str) -> list[Problem]:
+    if isinstance(exc, ValidationError):
+        return [(_join(path, p), msg) for p, msg in exc.problems]
+    errors = getattr(exc, "errors", None)
+    if callable(errors) and type(exc).__name__ == "ValidationError":  # pydantic's
+        return [(_join(path, _loc(e.get("loc", ()))), str(e.get("msg"))) for e in errors()]
+    return [(path, f"{type(exc).__name__}: {exc}")]
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _join(prefix: str, path: str) -> str:
+    if not path:
+        return prefix
+    if not prefix or path.startswith("["):
+        return prefix + path
+    return f"{prefix}.{path}"
