@@ -21,6 +21,7 @@ from otpylib_config.errors import (
     ValidationError,
 )
 from otpylib_config.protocol import ReloadResult
+from otpylib_config.provenance import Contribution, Explanation
 from otpylib_config.redact import DEFAULT_SECRET_PATTERNS
 from otpylib_config.sources.base import Source
 from otpylib_config.sources.defaults import DefaultsSource
@@ -40,8 +41,10 @@ __all__ = [
     "ConfigSpec",
     "ConfigTimeoutError",
     "ConfigTree",
+    "Contribution",
     "DefaultsSource",
     "EnvironmentSource",
+    "Explanation",
     "FileSource",
     "InvalidPathError",
     "InvalidValueError",

@@ -15,15 +15,17 @@ from typing import TYPE_CHECKING, Any
 from otpylib import process
 
 from otpylib_config.errors import (
+    ConfigError,
     ConfigTimeoutError,
     InvalidPathError,
     NotRunningError,
 )
 from otpylib_config.paths import parse_path, parse_pattern
 from otpylib_config.protocol import DELETE, PUT, RELOAD, SUBSCRIBE, UNSUBSCRIBE, ReloadResult
+from otpylib_config.provenance import Explanation, explain
 from otpylib_config.subscriptions import Callback, Subscription, SubscriptionHandle
 from otpylib_config.tree import MISSING
-from otpylib_config.values import freeze
+from otpylib_config.values import freeze, thaw
 
 if TYPE_CHECKING:
     from otpylib_config.table import ConfigTable, Status
@@ -129,6 +131,28 @@ class Config:
             raise TypeError(f"unsubscribe takes a SubscriptionHandle, got {handle!r}")
         result: bool = await _request(UNSUBSCRIBE, handle.id)
         return result
+
+    @staticmethod
+    def model() -> Any:
+        """The validated instance of the spec's pydantic ``schema`` for the current config."""
+        table = current_table()
+        if not hasattr(table.spec.schema, "model_validate"):
+            raise ConfigError(f"config tree {table.spec.id!r} has no pydantic schema")
+        assert table.snapshot is not None
+        return table.snapshot.model
+
+    @staticmethod
+    async def explain(path: str) -> Explanation:
+        """Which source gave the value at ``path``, from where, and what it overrides."""
+        return explain(current_table(), path)
+
+    @staticmethod
+    async def dump() -> dict[str, Any]:
+        """The whole effective configuration as plain data, secrets redacted."""
+        table = current_table()
+        assert table.snapshot is not None
+        tree = table.snapshot.tree
+        return {key: thaw(table.redactor.value(key, value)) for key, value in tree.items()}
 
     @staticmethod
     async def status() -> Status:

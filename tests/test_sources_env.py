@@ -243,3 +243,33 @@ def test_name_defaults_to_the_prefix_or_the_mapped_variables() -> None:
 
 def test_environment_source_is_required_by_default() -> None:
     assert EnvironmentSource("APP_").required is True
+
+
+# -- .env files ---------------------------------------------------------------------------
+
+
+async def test_env_file_values_are_read_and_the_process_wins(tmp_path: Any) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text('APP_DB__URL="postgres://from-dotenv"\nAPP_DB__POOL=3\nAPP_NAME=svc\n')
+    source = EnvironmentSource("APP_", env_file=env_file, environ={"APP_DB__POOL": "9"})
+
+    layer = await source.load()
+
+    assert layer == {"db": {"url": "postgres://from-dotenv", "pool": 9}, "name": "svc"}
+    assert source.origin(("db", "pool")) == "$APP_DB__POOL"
+    assert source.origin(("db", "url")) == f"{env_file}: APP_DB__URL"
+
+
+async def test_env_file_is_reread_on_every_load(tmp_path: Any) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("APP_X=1\n")
+    source = EnvironmentSource("APP_", env_file=env_file, environ={})
+    assert await source.load() == {"x": 1}
+
+    env_file.write_text("APP_X=2\n")
+    assert await source.load() == {"x": 2}
+
+
+async def test_a_missing_env_file_is_an_empty_addition(tmp_path: Any) -> None:
+    source = EnvironmentSource("APP_", env_file=tmp_path / ".env", environ={"APP_X": "1"})
+    assert await source.load() == {"x": 1}

@@ -252,3 +252,43 @@ async def test_yaml_python_tags_are_not_executed(tmp_path: Path) -> None:
     path = write(tmp_path / "c.yaml", "a: !!python/object/apply:os.getcwd []\n")
     with pytest.raises(SourceError, match="YAML"):
         await FileSource(path).load()
+
+
+# -- profiles -----------------------------------------------------------------------------
+
+
+async def test_profile_fills_the_path(tmp_path: Path) -> None:
+    from otpylib_config.sources.base import SourceContext
+
+    (tmp_path / "config.dev.toml").write_text("debug = true\n")
+    source = FileSource(tmp_path / "config.{profile}.toml")
+    source.configure(SourceContext(profile="dev"))
+
+    assert await source.load() == {"debug": True}
+    assert source.path == tmp_path / "config.dev.toml"
+
+
+def test_a_profile_path_without_a_profile_is_an_error(tmp_path: Path) -> None:
+    from otpylib_config.sources.base import SourceContext
+
+    source = FileSource(tmp_path / "config.{profile}.toml")
+    with pytest.raises(SourceError, match=r"needs a profile"):
+        source.configure(SourceContext(profile=None))
+
+
+def test_the_profile_comes_from_the_spec_or_its_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from otpylib_config import ConfigSpec
+
+    monkeypatch.setenv("APP_PROFILE", "staging")
+    assert ConfigSpec(profile_env="APP_PROFILE").resolved_profile() == "staging"
+    assert ConfigSpec(profile="dev", profile_env="APP_PROFILE").resolved_profile() == "dev"
+    monkeypatch.delenv("APP_PROFILE")
+    assert ConfigSpec(profile_env="APP_PROFILE").resolved_profile() is None
+
+
+def test_secret_and_watch_flags(tmp_path: Path) -> None:
+    source = FileSource(tmp_path / "secrets.toml", secret=True, watch=False)
+    assert source.secret and source.watched_files() == []
+    assert FileSource(tmp_path / "a.toml").watched_files() == [tmp_path / "a.toml"]

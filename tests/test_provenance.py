@@ -1,0 +1,67 @@
+"""explain(): where the effective value comes from and what it overrides; secrets redacted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from otpylib_config import Config, DefaultsSource, EnvironmentSource, FileSource, telemetry
+
+from .conftest import StartTree
+
+
+async def test_explain_names_each_layer_with_its_origin(
+    start_tree: StartTree, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("[database]\npool_size = 10\n")
+    environ = {"APP_DATABASE__POOL_SIZE": "20"}
+    await start_tree(
+        sources=[
+            DefaultsSource({"database": {"pool_size": 5}}),
+            FileSource(config),
+            EnvironmentSource("APP_", environ=environ),
+        ]
+    )
+    await Config.put("database.pool_size", 30)
+
+    explained = await Config.explain("database.pool_size")
+
+    assert explained.value == 30
+    assert explained.source == "runtime"
+    assert explained.origin is not None and explained.origin.startswith("runtime put of")
+    assert [(c.source, c.origin, c.value) for c in explained.overridden] == [
+        ("env:APP_", "$APP_DATABASE__POOL_SIZE", 20),
+        (f"file:{config}", f"{config}: database.pool_size", 10),
+        ("defaults", "defaults", 5),
+    ]
+    assert "from runtime put of database.pool_size" in str(explained)
+
+
+async def test_explain_of_an_unset_path(start_tree: StartTree) -> None:
+    await start_tree(sources=[DefaultsSource({})])
+    explained = await Config.explain("nothing.here")
+    assert explained.contributions == () and explained.source is None
+    assert str(explained) == "nothing.here: not set"
+
+
+async def test_secrets_are_redacted_everywhere_but_get(
+    start_tree: StartTree, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('[database]\nurl = "postgres://app:hunter2@db/app"\n')
+    await start_tree(
+        sources=[DefaultsSource({"auth": {"jwt_secret": "abc"}}), FileSource(secrets, secret=True)]
+    )
+
+    assert await Config.get("database.url") == "postgres://app:hunter2@db/app"
+    dump = await Config.dump()
+    assert dump == {"auth": {"jwt_secret": "**redacted**"}, "database": {"url": "**redacted**"}}
+    explained = await Config.explain("database.url")
+    assert explained.value == "**redacted**"
+    assert explained.contributions[0].value == "**redacted**"
+    with telemetry.capture_events(telemetry.CHANGED) as changes:
+        secrets.write_text('[database]\nurl = "postgres://app:s3cret@db/app"\n')
+        await Config.reload()
+    assert changes[0].metadata["old_value"] == "**redacted**"
+    assert changes[0].metadata["new_value"] == "**redacted**"
+    assert "hunter2" not in repr(await Config.status())
