@@ -1,0 +1,306 @@
+"""FileWatcher on real files with real watchdog events.
+
+Timeouts only bound a hang. "Nothing else was reported" is shown without sleeping: the test
+changes a sentinel file in the same directory and waits for its notification. One directory's
+events reach the loop in order, and an earlier event's timer is due earlier, so once the
+sentinel is reported every earlier notification has been queued already.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from otpylib_config.watcher import FileWatcher
+
+from .conftest import eventually
+
+TIMEOUT = 5.0
+SENTINEL = "sentinel"
+
+Call = tuple[str, str | None]
+"""``(key, the key's file content when on_change ran)``; ``None`` if it was missing."""
+
+
+class Changes:
+    """``on_change`` that records each call with what the file held at that moment."""
+
+    def __init__(self, files: dict[str, Path]) -> None:
+        self.files = files
+        self.queue: asyncio.Queue[Call] = asyncio.Queue()
+
+    def __call__(self, key: str) -> None:
+        self.queue.put_nowait((key, _read(self.files[key])))
+
+    async def until(self, key: str, content: str) -> list[Call]:
+        """Calls up to the first that saw ``key``'s file hold ``content``."""
+        calls: list[Call] = []
+        while (key, content) not in calls:
+            try:
+                calls.append(await asyncio.wait_for(self.queue.get(), TIMEOUT))
+            except TimeoutError:
+                pytest.fail(f"no on_change({key!r}) saw {content!r}; calls: {calls}")
+        return calls
+
+    async def quiet(self) -> list[Call]:
+        """Everything reported before a change to the sentinel file; see the module doc."""
+        content = f"n = {id(object())}"
+        self.files[SENTINEL].write_text(content)
+        calls = await self.until(SENTINEL, content)
+        return [call for call in calls if call[0] != SENTINEL]
+
+    def empty(self) -> bool:
+        return self.queue.empty()
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+NewWatcher = Callable[..., tuple[FileWatcher, Changes]]
+
+
+@pytest.fixture
+def new_watcher(tmp_path: Path) -> Iterator[NewWatcher]:
+    """``new_watcher(key=path, ..., debounce=0.05)`` → a started watcher and its ``Changes``.
+
+    Every watcher also watches ``sentinel.toml`` in ``tmp_path`` (for ``Changes.quiet``).
+    """
+    made: list[FileWatcher] = []
+
+    def make(*, debounce: float = 0.05, **files: Path) -> tuple[FileWatcher, Changes]:
+        files[SENTINEL] = tmp_path / "sentinel.toml"
+        changes = Changes(files)
+        watcher = FileWatcher(changes, debounce=debounce)
+        for key, path in files.items():
+            watcher.watch(key, path)
+        watcher.start()
+        made.append(watcher)
+        return watcher, changes
+
+    yield make
+    for watcher in made:
+        watcher.stop()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text("a = 0")
+    return path
+
+
+async def test_in_place_write(new_watcher: NewWatcher, config: Path) -> None:
+    _, changes = new_watcher(config=config)
+    config.write_text("a = 1")
+    assert await changes.until("config", "a = 1") == [("config", "a = 1")]
+    assert await changes.quiet() == []
+
+
+async def test_touch_asks_for_a_reload(new_watcher: NewWatcher, config: Path) -> None:
+    _, changes = new_watcher(config=config)
+    os.utime(config)
+    await changes.until("config", "a = 0")
+
+
+async def test_reading_the_file_notifies_nobody(new_watcher: NewWatcher, config: Path) -> None:
+    """A reload reads the file; if that counted as a change, the watcher would loop."""
+    _, changes = new_watcher(config=config)
+    for _ in range(3):
+        config.read_bytes()
+    assert await changes.quiet() == []
+
+
+async def test_write_temp_then_rename_over(new_watcher: NewWatcher, config: Path) -> None:
+    """The way vim and VS Code save; the second save shows the watch survived the first."""
+    _, changes = new_watcher(config=config)
+    for n, temp in enumerate([".config.toml.swp", "config.toml.tmp"], start=1):
+        (config.parent / temp).write_text(f"a = {n}")
+        os.replace(config.parent / temp, config)
+        await changes.until("config", f"a = {n}")
+
+
+async def test_delete_then_recreate(new_watcher: NewWatcher, config: Path) -> None:
+    _, changes = new_watcher(config=config)
+    config.unlink()
+    config.write_text("a = 1")
+    calls = await changes.until("config", "a = 1")
+    calls += await changes.quiet()
+    assert 1 <= len(calls) <= 2
+    assert calls[-1] == ("config", "a = 1")
+
+
+async def test_kubernetes_configmap_symlink_swap(new_watcher: NewWatcher, tmp_path: Path) -> None:
+    """The directory layout and update sequence of kubelet's atomic writer."""
+    config = tmp_path / "config.toml"
+    old = _configmap_version(tmp_path, "..2025_01_01_00_00_00.000", "a = 0")
+    os.symlink(old.name, tmp_path / "..data")
+    os.symlink("..data/config.toml", config)
+    _, changes = new_watcher(config=config)
+    for n in (1, 2):
+        new = _configmap_version(tmp_path, f"..2025_01_01_00_00_0{n}.000", f"a = {n}")
+        os.symlink(new.name, tmp_path / "..data_tmp")
+        os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
+        shutil.rmtree(old)
+        old = new
+        await changes.until("config", f"a = {n}")
+
+
+async def test_a_symlink_swap_under_any_name(new_watcher: NewWatcher, tmp_path: Path) -> None:
+    """``config.toml -> current/config.toml`` and ``current`` retargeted: seen by real path."""
+    config = tmp_path / "config.toml"
+    _configmap_version(tmp_path, "v0", "a = 0")
+    os.symlink("v0", tmp_path / "current")
+    os.symlink("current/config.toml", config)
+    _, changes = new_watcher(config=config)
+    _configmap_version(tmp_path, "v1", "a = 1")
+    os.symlink("v1", tmp_path / "current.new")
+    os.replace(tmp_path / "current.new", tmp_path / "current")
+    await changes.until("config", "a = 1")
+
+
+def _configmap_version(directory: Path, name: str, content: str) -> Path:
+    version = directory / name
+    version.mkdir()
+    (version / "config.toml").write_text(content)
+    return version
+
+
+async def test_a_burst_of_writes_is_reported_once(new_watcher: NewWatcher, config: Path) -> None:
+    _, changes = new_watcher(config=config, debounce=0.1)
+    for n in range(20):
+        config.write_text(f"a = {n}")
+        await asyncio.sleep(0.001)
+    calls = await changes.until("config", "a = 19")
+    calls += await changes.quiet()
+    assert 1 <= len(calls) <= 2  # 2 only if the loaded machine paused the burst for 0.1 s
+    assert calls[-1] == ("config", "a = 19")
+
+
+async def test_other_files_in_the_directory_are_ignored(
+    new_watcher: NewWatcher, config: Path
+) -> None:
+    _, changes = new_watcher(config=config)
+    config.write_text("a = 1")
+    await changes.until("config", "a = 1")  # the watcher is alive
+    for other in ["other.txt", "config.toml.bak", ".config.toml.swp", "xconfig.toml"]:
+        (config.parent / other).write_text("x")
+    os.replace(config.parent / "other.txt", config.parent / "renamed.txt")
+    (config.parent / "config.toml.bak").unlink()
+    assert await changes.quiet() == []
+
+
+async def test_two_keys_in_one_directory_are_told_apart(
+    new_watcher: NewWatcher, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "first.toml", tmp_path / "second.toml"
+    watcher, changes = new_watcher(first=first)
+    changes.files["second"] = second
+    watcher.watch("second", second)  # after start()
+    first.write_text("a = 1")
+    assert await changes.until("first", "a = 1") == [("first", "a = 1")]
+    second.write_text("b = 1")
+    assert await changes.until("second", "b = 1") == [("second", "b = 1")]
+    assert await changes.quiet() == []
+
+
+async def test_a_file_that_appears_later_is_noticed(
+    new_watcher: NewWatcher, tmp_path: Path
+) -> None:
+    optional = tmp_path / "optional.toml"
+    _, changes = new_watcher(optional=optional)
+    optional.write_text("a = 1")
+    await changes.until("optional", "a = 1")
+
+
+async def test_a_directory_reached_through_a_symlink(
+    new_watcher: NewWatcher, tmp_path: Path
+) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to("real", target_is_directory=True)
+    config = tmp_path / "link" / "config.toml"
+    _, changes = new_watcher(config=config)
+    (tmp_path / "real" / "config.toml").write_text("a = 1")
+    await changes.until("config", "a = 1")
+
+
+async def test_a_missing_directory_is_an_error(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    watcher = FileWatcher(lambda key: None)
+    with pytest.raises(FileNotFoundError, match="directory does not exist") as info:
+        watcher.watch("config", missing / "config.toml")
+    assert info.value.filename == str(missing)
+
+
+async def test_on_change_raising_does_not_stop_the_watcher(
+    config: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    changes = Changes({"config": config})
+    failures = ["first call fails"]
+
+    def on_change(key: str) -> None:
+        if failures:
+            raise RuntimeError(failures.pop())
+        changes(key)
+
+    watcher = FileWatcher(on_change, debounce=0.05)
+    watcher.watch("config", config)
+    watcher.start()
+    try:
+        config.write_text("a = 1")
+        await eventually(lambda: not failures)
+        config.write_text("a = 2")
+        await changes.until("config", "a = 2")
+    finally:
+        watcher.stop()
+    errors = [r for r in caplog.records if r.name == "otpylib_config" and r.exc_info]
+    assert "first call fails" in str(errors[0].exc_info)
+
+
+async def test_stop_joins_every_thread_and_is_idempotent(config: Path, tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    before = threading.enumerate()
+    watcher = FileWatcher(lambda key: None)
+    watcher.watch("config", config)
+    watcher.watch("sub", tmp_path / "sub" / "config.toml")
+    watcher.start()
+    assert watcher.running
+    assert threading.active_count() > len(before)
+    watcher.stop()
+    watcher.stop()
+    assert not watcher.running
+    assert [t for t in threading.enumerate() if t not in before] == []
+    assert threading.active_count() <= len(before)
+
+
+async def test_nothing_is_reported_after_stop(new_watcher: NewWatcher, config: Path) -> None:
+    """A second watcher on the same file shows the events happened."""
+    stopped, silent = new_watcher(config=config)
+    _, witness = new_watcher(config=config)
+    config.write_text("a = 1")
+    stopped.stop()  # before the loop sees any event: queued ones are dropped too
+    await witness.until("config", "a = 1")
+    config.write_text("a = 2")
+    await witness.until("config", "a = 2")
+    await asyncio.sleep(0.2)  # the stopped watcher's timers would have been due by now
+    assert silent.empty()
+
+
+async def test_stop_cancels_pending_notifications(new_watcher: NewWatcher, config: Path) -> None:
+    """The witness (short debounce) is told first; the slow watcher's timer is then pending."""
+    slow, silent = new_watcher(config=config, debounce=0.3)
+    _, witness = new_watcher(config=config)
+    config.write_text("a = 1")
+    await witness.until("config", "a = 1")
+    slow.stop()
+    await asyncio.sleep(0.4)  # past the slow watcher's debounce
+    assert silent.empty()
