@@ -4,9 +4,11 @@
 
     ConfigSupervisor (one_for_one)      registered as otpylib_config.<id>
     ├── ConfigManager                   otpylib_config.<id>.manager   (all writes)
-    └── ConfigNotifier                  otpylib_config.<id>.notifier  (runs callbacks)
+    ├── ConfigNotifier                  otpylib_config.<id>.notifier  (runs callbacks)
+    └── SourceWatcher, one per push     otpylib_config.<id>.watch.<source name>
+        source (watched file, Consul)   (tells the manager a source changed)
 
-Both children get the same :class:`ConfigTable`, so either can crash and be restarted
+Every child gets the same :class:`ConfigTable`, so any of them can crash and be restarted
 without losing state, and readers keep reading the published snapshot meanwhile.
 """
 
@@ -24,7 +26,7 @@ from otpylib.runtime import get_runtime, reset_runtime, set_runtime
 from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
 from otpylib.supervisor import ONE_FOR_ONE, SHUTDOWN
 
-from otpylib_config import _otp_compat, client
+from otpylib_config import _otp_compat, client, push
 from otpylib_config.manager import ConfigManager
 from otpylib_config.notifier import ConfigNotifier
 from otpylib_config.pipeline import load_initial
@@ -49,6 +51,7 @@ class ConfigSupervisor(metaclass=OTPModule, behavior=SUPERVISOR, version="1.0.0"
             supervisor.child_spec(
                 id="notifier", module=ConfigNotifier, args=table, name=table.notifier_name
             ),
+            *_watcher_specs(table),
         ]
         options = supervisor.options(
             strategy=ONE_FOR_ONE,
@@ -59,6 +62,19 @@ class ConfigSupervisor(metaclass=OTPModule, behavior=SUPERVISOR, version="1.0.0"
 
     async def terminate(self, reason: Any, state: Any) -> None:
         """Never called by otpylib 0.5.18."""
+
+
+def _watcher_specs(table: ConfigTable) -> list[supervisor.child_spec]:
+    return [
+        supervisor.child_spec(
+            id=f"watch:{name}",
+            module=push.SourceWatcher,
+            args=push.WatchArgs(table, name),
+            name=table.watcher_name(name),
+        )
+        for name, state in table.sources.items()
+        if state.source.pushes
+    ]
 
 
 def child_spec(spec: ConfigSpec) -> supervisor.child_spec:
@@ -106,6 +122,7 @@ async def shutdown(spec_id: str) -> None:
     if table is None:
         return
     client.unregister(table)
+    await push.stop_all(table)
     for task in list(table.tasks):
         task.cancel()
     if table.tasks:

@@ -92,6 +92,7 @@ class ConfigTable:
     ready: set[Subscription] = field(default_factory=set)  # have events, need a drain task
     wake_sent: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)  # running deliveries
+    watch_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # by source name
     counters: Counter[str] = field(default_factory=Counter)
     manager_starts: int = 0
     sub_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -105,7 +106,7 @@ class ConfigTable:
         self.profile = self.spec.resolved_profile()
 
     def configure_sources(self) -> None:
-        context = SourceContext(profile=self.profile)
+        context = SourceContext(profile=self.profile, watch_debounce=self.spec.watch_debounce)
         for state in self.sources.values():
             state.source.configure(context)
 
@@ -116,6 +117,9 @@ class ConfigTable:
     @property
     def notifier_name(self) -> str:
         return f"otpylib_config.{self.spec.id}.notifier"
+
+    def watcher_name(self, source: str) -> str:
+        return f"otpylib_config.{self.spec.id}.watch.{source}"
 
     @property
     def supervisor_name(self) -> str:

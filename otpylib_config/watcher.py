@@ -30,7 +30,7 @@ import asyncio
 import errno
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from watchdog.events import (
@@ -247,3 +247,28 @@ def _shut_down(observer: BaseObserver) -> None:
     observer.stop()
     if observer.ident is not None:  # started
         observer.join()
+
+
+async def watch_paths(
+    paths: Iterable[str | os.PathLike[str]],
+    changed: Callable[[], Awaitable[None]],
+    *,
+    debounce: float = DEFAULT_DEBOUNCE,
+) -> None:
+    """Run until cancelled; ``await changed()`` after each debounced change of any of ``paths``.
+
+    Changes that arrive while ``changed()`` runs are folded into one more call after it, so
+    a slow reload never queues a backlog of reloads.
+    """
+    wake = asyncio.Event()
+    watcher = FileWatcher(lambda _key: wake.set(), debounce=debounce)
+    for index, path in enumerate(paths):
+        watcher.watch(str(index), path)
+    watcher.start()
+    try:
+        while True:
+            await wake.wait()
+            wake.clear()
+            await changed()
+    finally:
+        watcher.stop()

@@ -9,7 +9,7 @@ afterwards the source keeps its last good layer and the error shows in ``status(
 from __future__ import annotations
 
 import abc
-import pathlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from otpylib_config.paths import Path
@@ -21,6 +21,12 @@ class SourceContext:
     """What a tree tells its sources once, before the first load."""
 
     profile: str | None = None
+    watch_debounce: float = 0.05
+    """Seconds a watched file must be quiet after an event before it counts as changed."""
+
+
+Changed = Callable[[], Awaitable[None]]
+"""What a push source awaits when it may have new content: the manager reloads just it."""
 
 
 class Source(abc.ABC):
@@ -44,9 +50,20 @@ class Source(abc.ABC):
         """Where this source's value at ``path`` comes from, for ``explain``."""
         return self.name
 
-    def watched_files(self) -> list[pathlib.Path]:
-        """Files whose changes should trigger a reload of this source (push sources)."""
-        return []
+    @property
+    def pushes(self) -> bool:
+        """Whether :meth:`watch` tells of changes; the tree gives each such source a watcher
+        process. Sources without push are reloaded by the timer and ``reload()`` only."""
+        return False
+
+    async def watch(self, changed: Changed) -> None:
+        """Run until cancelled and ``await changed()`` whenever the source may have changed.
+
+        ``changed`` asks the manager to reload just this source; the reload decides whether
+        anything really changed, so a spurious call costs one load and notifies nobody. Raise
+        on failure: the watcher process logs it and calls ``watch`` again after a backoff.
+        """
+        raise NotImplementedError(f"{self.kind} does not push changes")
 
     @property
     def kind(self) -> str:

@@ -1,0 +1,152 @@
+"""Push sources: each gets a supervised SourceWatcher that makes the manager reload it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from otpylib import process
+
+from otpylib_config import Config, DefaultsSource, push
+from otpylib_config.client import current_table
+from otpylib_config.sources.base import Changed, Source
+from otpylib_config.values import Section, freeze
+
+from .conftest import Recorder, StartTree, eventually
+
+CRASH = ("test: crash now",)
+
+
+class PushSource(Source):
+    """A source whose content the test sets; ``push()`` makes its watch report a change."""
+
+    def __init__(self, data: dict[str, Any], name: str = "push") -> None:
+        self.name = name
+        self.data = data
+        self.loads = 0
+        self.pending = asyncio.Event()
+        self.running = 0  # watch loops running right now
+        self.started = 0
+        self.fail_next_watch = 0
+
+    @property
+    def pushes(self) -> bool:
+        return True
+
+    async def load(self) -> Section:
+        self.loads += 1
+        layer = freeze(self.data)
+        assert isinstance(layer, Section)
+        return layer
+
+    async def watch(self, changed: Changed) -> None:
+        self.started += 1
+        if self.fail_next_watch:
+            self.fail_next_watch -= 1
+            raise ConnectionError("injected watch failure")
+        self.running += 1
+        try:
+            while True:
+                await self.pending.wait()
+                self.pending.clear()
+                await changed()
+        finally:
+            self.running -= 1
+
+    def push(self, **data: Any) -> None:
+        self.data = data
+        self.pending.set()
+
+
+@pytest.fixture
+def crashable_watcher(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    original = push.SourceWatcher.handle_info
+
+    async def handle_info(self: Any, message: Any, state: Any) -> Any:
+        if message == CRASH:
+            raise RuntimeError("injected crash")
+        return await original(self, message, state)
+
+    monkeypatch.setattr(push.SourceWatcher, "handle_info", handle_info)
+    yield
+
+
+async def test_a_push_reaches_subscribers_without_the_timer(start_tree: StartTree) -> None:
+    source = PushSource({"feature": {"on": False}})
+    await start_tree(sources=[source], reload_interval=None)
+    recorder = Recorder()
+    await Config.subscribe("feature.*", recorder)
+
+    source.push(feature={"on": True})
+
+    assert await recorder.settled(1) == [("feature.on", False, True)]
+    assert Config.get_nowait("feature.on") is True
+
+
+async def test_a_push_that_changes_nothing_notifies_nobody(start_tree: StartTree) -> None:
+    source = PushSource({"a": 1})
+    await start_tree(sources=[source])
+    recorder = Recorder()
+    await Config.subscribe("**", recorder)
+    loads = source.loads
+
+    source.push(a=1)
+    await eventually(lambda: source.loads > loads)
+    source.push(a=2)
+
+    assert await recorder.settled(1) == [("a", 1, 2)]
+
+
+async def test_only_push_sources_get_a_watcher(start_tree: StartTree) -> None:
+    await start_tree(sources=[DefaultsSource({"a": 1}), PushSource({"b": 2})])
+    table = current_table()
+
+    assert process.whereis(table.watcher_name("defaults")) is None
+    assert process.whereis(table.watcher_name("push")) is not None
+
+
+async def test_a_failing_watch_is_retried_and_the_source_keeps_serving(
+    start_tree: StartTree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(push, "RETRY_FIRST_S", 0.01)
+    source = PushSource({"a": 1})
+    source.fail_next_watch = 3
+    await start_tree(sources=[source])
+
+    await eventually(lambda: source.running == 1)
+    assert source.started == 4
+    assert await Config.get("a") == 1
+    source.push(a=2)
+    await eventually(lambda: Config.get_nowait("a") == 2)
+
+
+async def test_a_crashed_watcher_is_restarted_and_replaces_its_loop(
+    start_tree: StartTree, crashable_watcher: None
+) -> None:
+    source = PushSource({"a": 1})
+    await start_tree(sources=[source])
+    name = current_table().watcher_name("push")
+    await eventually(lambda: source.running == 1)
+    first = process.whereis(name)
+
+    await process.send(name, CRASH)
+    await eventually(lambda: process.whereis(name) not in (None, first))
+
+    await eventually(lambda: source.started == 2)
+    assert source.running == 1  # the first loop was cancelled, not leaked
+    source.push(a=2)
+    await eventually(lambda: Config.get_nowait("a") == 2)
+    assert process.whereis(current_table().manager_name) is not None
+
+
+async def test_stopping_the_tree_stops_every_watch_loop(start_tree: StartTree) -> None:
+    sources = [PushSource({"a": 1}, name="one"), PushSource({"b": 1}, name="two")]
+    tree = await start_tree(sources=sources)
+    await eventually(lambda: all(s.running == 1 for s in sources))
+
+    await tree.stop()
+
+    assert [s.running for s in sources] == [0, 0]
+    assert tree.table.watch_tasks == {}
