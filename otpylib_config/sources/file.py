@@ -18,8 +18,9 @@ import anyio.to_thread
 from otpylib_config.errors import SourceError
 from otpylib_config.parsers import FORMATS_BY_SUFFIX, ParseError, check_format, parse
 from otpylib_config.paths import Path as KeyPath
-from otpylib_config.sources.base import Source, SourceContext
+from otpylib_config.sources.base import Changed, Source, SourceContext
 from otpylib_config.values import Section
+from otpylib_config.watcher import DEFAULT_DEBOUNCE, watch_paths
 
 PROFILE = "{profile}"
 
@@ -54,12 +55,14 @@ class FileSource(Source):
         self.format = check_format(fmt)
         self.optional = optional
         self.required = not optional
-        self.watch = watch
+        self.watched = watch
+        self._debounce = DEFAULT_DEBOUNCE
         self.secret = secret
         self.name = name or f"file:{self.template}"
         self._environ = environ
 
     def configure(self, context: SourceContext) -> None:
+        self._debounce = context.watch_debounce
         if PROFILE not in self.template:
             return
         if context.profile is None:
@@ -73,8 +76,12 @@ class FileSource(Source):
     def origin(self, path: KeyPath) -> str:
         return f"{self.path}: {'.'.join(path)}"
 
-    def watched_files(self) -> list[Path]:
-        return [self.path] if self.watch else []
+    @property
+    def pushes(self) -> bool:
+        return self.watched
+
+    async def watch(self, changed: Changed) -> None:
+        await watch_paths([self.path], changed, debounce=self._debounce)
 
     async def load(self) -> Section:
         return await anyio.to_thread.run_sync(self._load_sync)
