@@ -1,0 +1,197 @@
+"""End to end: a supervised tree picks up file saves through watchdog, with no timer.
+
+Every tree here has ``reload_interval=None``, so only the file watcher can cause a reload.
+"Nothing was published" is shown without sleeping: the test waits for the reload telemetry
+of the save (``config.reload.stop`` with reason ``changed:<source>``) and then asserts.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from otpylib import process
+
+from otpylib_config import Config, FileSource, telemetry
+from otpylib_config.client import current_table
+
+from .conftest import Recorder, StartTree, eventually
+
+
+class Reloads:
+    """``config.reload.stop`` events caused by a watched source, as they happen."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def __call__(self, event: str, measurements: Any, metadata: Any, config: Any) -> None:
+        if str(metadata.get("reason", "")).startswith("changed:"):
+            self.events.append({**metadata, **measurements})
+
+    async def next(self, after: int) -> dict[str, Any]:
+        await eventually(lambda: len(self.events) > after)
+        return self.events[after]
+
+
+@pytest.fixture
+def reloads() -> Iterator[Reloads]:
+    recorder = Reloads()
+    telemetry.attach("test-reloads", telemetry.RELOAD_STOP, recorder)
+    yield recorder
+    telemetry.detach("test-reloads")
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text("[server]\nport = 8000\n")
+    return path
+
+
+async def watched(start_tree: StartTree, *sources: FileSource) -> Recorder:
+    await start_tree(sources=list(sources), reload_interval=None, watch_debounce=0.02)
+    recorder = Recorder()
+    await Config.subscribe("**", recorder)
+    return recorder
+
+
+async def test_an_in_place_write_reaches_subscribers(start_tree: StartTree, config: Path) -> None:
+    recorder = await watched(start_tree, FileSource(config))
+
+    config.write_text("[server]\nport = 9000\n")
+
+    assert await recorder.settled(1) == [("server.port", 8000, 9000)]
+
+
+async def test_an_editor_save_by_rename_over(start_tree: StartTree, config: Path) -> None:
+    recorder = await watched(start_tree, FileSource(config))
+
+    temp = config.with_name(".config.toml.swp")
+    temp.write_text("[server]\nport = 9001\n")
+    os.replace(temp, config)
+
+    assert await recorder.settled(1) == [("server.port", 8000, 9001)]
+
+
+async def test_delete_keeps_the_last_good_layer_and_recreate_recovers(
+    start_tree: StartTree, config: Path, reloads: Reloads
+) -> None:
+    recorder = await watched(start_tree, FileSource(config))
+
+    config.unlink()
+    failed = await reloads.next(0)
+    assert "file not found" in failed["errors"][f"file:{config}"]
+    assert Config.get_nowait("server.port") == 8000
+    (status,) = (await Config.status()).sources
+    assert not status.healthy and "file not found" in (status.last_error or "")
+
+    config.write_text("[server]\nport = 9002\n")
+
+    assert await recorder.settled(1) == [("server.port", 8000, 9002)]
+    assert (await Config.status()).sources[0].healthy
+
+
+async def test_a_kubernetes_configmap_symlink_swap(start_tree: StartTree, tmp_path: Path) -> None:
+    def publish(version: str, port: int) -> None:
+        data = tmp_path / f"..{version}"
+        data.mkdir()
+        (data / "config.toml").write_text(f"[server]\nport = {port}\n")
+        link = tmp_path / "..data_tmp"
+        link.symlink_to(data.name)
+        os.replace(link, tmp_path / "..data")
+
+    publish("2026_11_23_01", 8000)
+    (tmp_path / "config.toml").symlink_to("..data/config.toml")
+    recorder = await watched(start_tree, FileSource(tmp_path / "config.toml"))
+
+    publish("2026_11_23_02", 8080)
+
+    assert await recorder.settled(1) == [("server.port", 8000, 8080)]
+
+
+async def test_a_save_that_changes_nothing_notifies_nobody(
+    start_tree: StartTree, config: Path, reloads: Reloads
+) -> None:
+    recorder = await watched(start_tree, FileSource(config))
+
+    config.write_text("# reformatted\n[server]\nport   =   8000\n")
+
+    assert (await reloads.next(0))["changes"] == 0
+    assert recorder.events == []
+
+
+async def test_an_invalid_save_is_never_published_and_a_good_one_recovers(
+    start_tree: StartTree, config: Path, reloads: Reloads
+) -> None:
+    recorder = await watched(start_tree, FileSource(config))
+
+    config.write_text("[server]\nport = 90")  # half written: still valid TOML, a new value
+    config.write_text("[server\nport = 9003\n")  # broken
+    await eventually(lambda: any(e["errors"] for e in reloads.events))
+
+    assert Config.get_nowait("server.port") in (8000, 90)
+    error = (await Config.status()).sources[0].last_error or ""
+    assert "invalid TOML" in error and str(config) in error
+
+    config.write_text("[server]\nport = 9003\n")
+
+    await eventually(lambda: Config.get_nowait("server.port") == 9003)
+    assert recorder.events[-1] == ("server.port", recorder.events[-1][1], 9003)
+    assert (await Config.status()).sources[0].healthy
+
+
+async def test_an_optional_file_is_picked_up_when_it_appears(
+    start_tree: StartTree, config: Path
+) -> None:
+    local = config.with_name("config.local.toml")
+    recorder = await watched(start_tree, FileSource(config), FileSource(local, optional=True))
+
+    local.write_text("[server]\nport = 7000\n")
+
+    assert await recorder.settled(1) == [("server.port", 8000, 7000)]
+
+
+async def test_a_later_file_overrides_an_earlier_one_as_it_changes(
+    start_tree: StartTree, config: Path
+) -> None:
+    override = config.with_name("config.worker.toml")
+    override.write_text("[server]\nport = 7001\n")
+    recorder = await watched(start_tree, FileSource(config), FileSource(override))
+
+    config.write_text("[server]\nport = 9004\nhost = 'a'\n")  # the port stays overridden
+
+    assert await recorder.settled(1) == [("server.host", None, "a")]
+    assert Config.get_nowait("server.port") == 7001
+
+
+async def test_watch_false_leaves_the_file_to_the_timer(
+    start_tree: StartTree, config: Path
+) -> None:
+    await start_tree(sources=[FileSource(config, watch=False)], reload_interval=0.05)
+    assert process.whereis(current_table().watcher_name(f"file:{config}")) is None
+
+    config.write_text("[server]\nport = 9005\n")
+
+    await eventually(lambda: Config.get_nowait("server.port") == 9005)
+
+
+async def test_stopping_the_tree_stops_the_watchdog_threads(
+    start_tree: StartTree, config: Path
+) -> None:
+    before = watchdog_threads()
+    tree = await start_tree(sources=[FileSource(config)])
+    await eventually(lambda: len(watchdog_threads() - before) > 0)
+
+    await tree.stop()
+
+    assert watchdog_threads() - before == set()
+
+
+def watchdog_threads() -> set[threading.Thread]:
+    """Live threads of watchdog (the observer and its emitters); AnyIO's pooled workers,
+    which idle between file reads, are not ours to stop."""
+    return {t for t in threading.enumerate() if type(t).__module__.startswith("watchdog")}
