@@ -15,6 +15,10 @@ an operator what was wrong and where::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from otpylib_config.values import Section
 
 
 class ConfigError(Exception):
@@ -34,12 +38,18 @@ class InvalidValueError(ConfigError, ValueError):
 
 
 class SourceError(ConfigError):
-    """Raised when a source cannot produce a layer; the source keeps its last good layer."""
+    """Raised when a source cannot produce a layer; the source keeps its last good layer.
 
-    def __init__(self, source: str, message: str) -> None:
+    ``fallback``: a layer the source saved in an earlier run (a last-known-good cache). It
+    is served only while the source has no good layer of its own in this run, and the
+    source still counts as failing in ``status()``.
+    """
+
+    def __init__(self, source: str, message: str, fallback: Section | None = None) -> None:
         super().__init__(f"{source}: {message}")
         self.source = source
         self.reason = message
+        self.fallback = fallback
 
 
 class ValidationError(ConfigError, ValueError):

@@ -34,6 +34,7 @@ from otpylib_config.protocol import (
     PUT,
     RELOAD,
     SOURCE_CHANGED,
+    SOURCE_FAILED,
     SUBSCRIBE,
     TICK,
     UNSUBSCRIBE,
@@ -148,6 +149,10 @@ async def _source_changed(state: ManagerState, name: str) -> None:
     await pipeline.reload(state.table, f"changed:{name}", only=[name])
 
 
+async def _source_failed(state: ManagerState, name: str, error: str) -> None:
+    pipeline.record_failure(state.table, name, error, stage="watch")
+
+
 async def _tick(state: ManagerState) -> None:
     state.timer = None
     try:
@@ -242,6 +247,7 @@ _HANDLERS: dict[Any, Callable[..., Awaitable[None]]] = {
     DELETE: _delete,
     RELOAD: _reload_request,
     SOURCE_CHANGED: _source_changed,
+    SOURCE_FAILED: _source_failed,
     SUBSCRIBE: _subscribe,
     UNSUBSCRIBE: _unsubscribe,
     TICK: _tick,

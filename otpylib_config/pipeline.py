@@ -36,13 +36,13 @@ async def load_initial(table: ConfigTable) -> None:
     await table.persistence.restore(table)
     loaded, errors = await _load_sources(table, table.sources)
     for name, message in errors.items():
-        if table.sources[name].source.required:
+        if table.sources[name].source.required and name not in loaded:
             raise SourceError(name, message.removeprefix(f"{name}: "))
     layers = _layers(table, loaded)
     base = merge(layers)
     tree = table.overrides.apply(base)
     model = _validate(table, tree, "start")
-    _commit(table, loaded, base)
+    _commit(table, loaded, errors, base)
     table.snapshot = Snapshot(tree, version=1, model=model)
 
 
@@ -63,7 +63,7 @@ async def reload(
             errors["validation"] = str(exc)
             changed = []
         else:
-            _commit(table, loaded, base)
+            _commit(table, loaded, errors, base)
             if changed:
                 await publish(table, tree, changed, model)
         table.counters["reloads"] += 1
@@ -126,9 +126,14 @@ def _layers(table: ConfigTable, loaded: dict[str, Section]) -> list[Section]:
     return [loaded.get(name, state.layer) for name, state in table.sources.items()]
 
 
-def _commit(table: ConfigTable, loaded: dict[str, Section], base: Section) -> None:
+def _commit(
+    table: ConfigTable, loaded: dict[str, Section], errors: dict[str, str], base: Section
+) -> None:
     for name, layer in loaded.items():
-        table.sources[name].succeeded(layer)
+        if name in errors:  # a fallback layer: served, but the source is still failing
+            table.sources[name].layer = layer
+        else:
+            table.sources[name].succeeded(layer)
     table.base = base
     table.redactor.secret_leaves = frozenset(
         ".".join(path)
@@ -148,37 +153,53 @@ async def _load_sources(
     loaded: dict[str, Section] = {}
     errors: dict[str, str] = {}
     for source, (layer, error, duration) in zip(sources, results, strict=True):
-        if error is None:
+        state = table.sources[source.name]
+        if error is None and layer is not None:
             loaded[source.name] = layer
             telemetry.execute(
                 telemetry.SOURCE_LOADED,
                 {"duration_s": duration, "keys": len(layer)},
                 {"source": source.name},
             )
-        else:
-            table.sources[source.name].failed(error)
-            errors[source.name] = error
-            logger.warning(
-                "config source %s failed, keeping its last good layer: %s", source.name, error
-            )
-            telemetry.execute(
-                telemetry.SOURCE_ERROR,
-                {"duration_s": duration},
-                {"source": source.name, "error": error},
-            )
+            continue
+        if layer is not None and state.last_success is None:
+            loaded[source.name] = layer  # its saved fallback, until it loads for real
+        errors[source.name] = error or ""
+        record_failure(table, source.name, error or "", stage="load", duration=duration)
     return loaded, errors
 
 
-async def _load_one(source: Source) -> tuple[Section, str | None, float]:
+def record_failure(
+    table: ConfigTable, name: str, error: str, *, stage: str, duration: float = 0.0
+) -> None:
+    """A source failed to ``load`` or to ``watch``: it keeps its last good layer, and the
+    error goes to ``status()``, the log and telemetry."""
+    state = table.sources.get(name)
+    if state is None:
+        return
+    state.failed(error)
+    table.counters[f"source_{stage}_errors"] += 1
+    logger.warning(
+        "config source %s failed to %s, keeping its last good layer: %s", name, stage, error
+    )
+    telemetry.execute(
+        telemetry.SOURCE_ERROR,
+        {"duration_s": duration},
+        {"source": name, "error": error, "stage": stage},
+    )
+
+
+async def _load_one(source: Source) -> tuple[Section | None, str | None, float]:
+    """``(layer, None, seconds)``, or ``(fallback or None, error, seconds)``."""
     started = time.perf_counter()
     try:
         layer = await source.load()
     except SourceError as exc:
-        return Section(), str(exc), time.perf_counter() - started
+        return exc.fallback, str(exc), time.perf_counter() - started
     except Exception as exc:  # a source bug must not take the manager down
         logger.exception("config source %s raised", source.name)
         error = f"{source.name}: {type(exc).__name__}: {exc}"
-        return Section(), error, time.perf_counter() - started
+        return None, error, time.perf_counter() - started
     return layer, None, time.perf_counter() - started
 
 

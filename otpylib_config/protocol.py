@@ -14,6 +14,7 @@ message                              result the future gets
 ``(SUBSCRIBE, fut, subscription)``     :class:`SubscriptionHandle` (idempotent by id)
 ``(UNSUBSCRIBE, fut, sub_id)``         ``True`` if the subscription existed
 ``(SOURCE_CHANGED, name)``             no future: a push source changed; reload just it
+``(SOURCE_FAILED, name, error)``       no future: a push source's watch failed; record it
 ``(TICK,)``                            no future: the reload timer, via ``send_after``
 ``(DOWN, ref, ..., pid, reason)``      no future: a subscriber process exited
 ===================================  ====================================================
@@ -36,6 +37,7 @@ RELOAD = atom.ensure("otpylib_config.reload")
 SUBSCRIBE = atom.ensure("otpylib_config.subscribe")
 UNSUBSCRIBE = atom.ensure("otpylib_config.unsubscribe")
 SOURCE_CHANGED = atom.ensure("otpylib_config.source_changed")
+SOURCE_FAILED = atom.ensure("otpylib_config.source_failed")
 TICK = atom.ensure("otpylib_config.tick")
 WAKE = atom.ensure("otpylib_config.wake")
 DOWN = atom.ensure("DOWN")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,14 +26,12 @@ from otpylib.gen_server import NoReply, Reply
 from otpylib.module import GEN_SERVER, OTPModule
 
 from otpylib_config.errors import ConfigError
-from otpylib_config.protocol import SOURCE_CHANGED
+from otpylib_config.protocol import SOURCE_CHANGED, SOURCE_FAILED
 from otpylib_config.sources.base import Source
 from otpylib_config.table import ConfigTable
 
 logger = logging.getLogger("otpylib_config")
 
-RETRY_FIRST_S = 0.5
-RETRY_MAX_S = 30.0
 _MANAGER_POLL_S = 0.05
 _STOP_TIMEOUT_S = 5.0
 
@@ -92,17 +91,17 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
 
 
 async def _watch(table: ConfigTable, source: Source) -> None:
-    """Run ``source.watch`` until it returns, restarting it after a backoff when it fails.
+    """Run ``source.watch`` until it returns; after a failure, report it and run it again.
 
-    The backoff doubles up to ``RETRY_MAX_S`` and starts again from ``RETRY_FIRST_S`` once
-    a watch has run for longer than that without failing.
+    The wait doubles per failure from ``watch_retry_first`` up to ``watch_retry_max`` with
+    jitter, and starts again from the first once a watch has run longer than the max.
     """
 
     async def changed() -> None:
-        await tell_manager(table, source.name)
+        await tell_manager(table, (SOURCE_CHANGED, source.name))
 
     loop = asyncio.get_running_loop()
-    delay = RETRY_FIRST_S
+    failures = 0
     while True:
         started = loop.time()
         try:
@@ -111,16 +110,30 @@ async def _watch(table: ConfigTable, source: Source) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if loop.time() - started > RETRY_MAX_S:
-                delay = RETRY_FIRST_S
-            log = logger.warning if delay == RETRY_FIRST_S else logger.debug
-            log("watching %s failed (%s); retrying in %.1fs", source.name, exc, delay)
+            if loop.time() - started > source.watch_retry_max:
+                failures = 0
+            failures += 1
+            delay = _backoff(source, failures, getattr(exc, "retry_after", None))
+            log = logger.warning if failures == 1 else logger.debug
+            log("watching %s failed (%s); retrying in %.2fs", source.name, exc, delay)
+            await tell_manager(table, (SOURCE_FAILED, source.name, _describe(source, exc)))
             await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
 
 
-async def tell_manager(table: ConfigTable, name: str) -> None:
-    """Ask the manager to reload source ``name``; waits out a manager restart.
+def _backoff(source: Source, failures: int, retry_after: float | None) -> float:
+    """Exponential backoff with equal jitter, so a fleet does not retry in step."""
+    delay = min(source.watch_retry_first * 2.0 ** (failures - 1), source.watch_retry_max)
+    delay = delay / 2 + random.uniform(0, delay / 2)
+    return max(delay, float(retry_after or 0.0))
+
+
+def _describe(source: Source, exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if text.startswith(f"{source.name}:") else f"{source.name}: {text}"
+
+
+async def tell_manager(table: ConfigTable, message: tuple[Any, ...]) -> None:
+    """Send ``message`` to the manager; waits out a manager restart.
 
     Gives up after ``write_timeout``: the reload timer is the safety net.
     """
@@ -130,12 +143,12 @@ async def tell_manager(table: ConfigTable, name: str) -> None:
         pid = process.whereis(table.manager_name)
         if pid is not None:
             try:
-                await process.send(pid, (SOURCE_CHANGED, name))
+                await process.send(pid, message)
             except Exception:  # its mailbox closed under us: it is restarting
                 pass
             else:
                 return
         if loop.time() >= deadline:
-            logger.warning("config manager is down; the change of %s waits for the timer", name)
+            logger.warning("config manager is down; dropped %.200r (the timer reloads)", message)
             return
         await asyncio.sleep(_MANAGER_POLL_S)

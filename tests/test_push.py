@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from otpylib import process
 
-from otpylib_config import Config, DefaultsSource, push
+from otpylib_config import Config, DefaultsSource, push, telemetry
 from otpylib_config.client import current_table
 from otpylib_config.sources.base import Changed, Source
 from otpylib_config.values import Section, freeze
@@ -107,19 +108,51 @@ async def test_only_push_sources_get_a_watcher(start_tree: StartTree) -> None:
     assert process.whereis(table.watcher_name("push")) is not None
 
 
-async def test_a_failing_watch_is_retried_and_the_source_keeps_serving(
-    start_tree: StartTree, monkeypatch: pytest.MonkeyPatch
+async def test_a_failing_watch_is_reported_retried_and_the_source_keeps_serving(
+    start_tree: StartTree,
 ) -> None:
-    monkeypatch.setattr(push, "RETRY_FIRST_S", 0.01)
     source = PushSource({"a": 1})
+    source.watch_retry_first = 0.01
     source.fail_next_watch = 3
-    await start_tree(sources=[source])
 
-    await eventually(lambda: source.running == 1)
+    with telemetry.capture_events(telemetry.SOURCE_ERROR) as errors:
+        await start_tree(sources=[source])
+        await eventually(lambda: source.running == 1)
+
     assert source.started == 4
+    assert [e.metadata["stage"] for e in errors] == ["watch"] * 3
+    assert errors[0].metadata["error"] == "push: injected watch failure"
+    (status,) = (await Config.status()).sources
+    assert status.last_error == "push: injected watch failure" and not status.healthy
     assert await Config.get("a") == 1
-    source.push(a=2)
+
+    source.push(a=2)  # the next successful reload clears the error
+
     await eventually(lambda: Config.get_nowait("a") == 2)
+    assert (await Config.status()).sources[0].healthy
+
+
+async def test_retry_after_sets_the_least_wait(start_tree: StartTree) -> None:
+    class Throttled(ConnectionError):
+        retry_after = 0.2
+
+    source = PushSource({"a": 1})
+    source.watch_retry_first = 0.001
+    source.fail_next_watch = 1
+    original = source.watch
+
+    async def watch(changed: Changed) -> None:
+        try:
+            await original(changed)
+        except ConnectionError:
+            raise Throttled("slow down") from None
+
+    source.watch = watch  # type: ignore[method-assign]
+    started = time.monotonic()
+    await start_tree(sources=[source])
+    await eventually(lambda: source.running == 1)
+
+    assert time.monotonic() - started >= 0.2
 
 
 async def test_a_crashed_watcher_is_restarted_and_replaces_its_loop(

@@ -38,6 +38,9 @@ class Source(abc.ABC):
     required: bool = True
     #: Every value of a secret source is redacted in logs, telemetry, status and dumps.
     secret: bool = False
+    #: After a failed ``watch``: the first wait in seconds, doubled per failure up to the max.
+    watch_retry_first: float = 0.5
+    watch_retry_max: float = 30.0
 
     @abc.abstractmethod
     async def load(self) -> Section:
@@ -60,8 +63,13 @@ class Source(abc.ABC):
         """Run until cancelled and ``await changed()`` whenever the source may have changed.
 
         ``changed`` asks the manager to reload just this source; the reload decides whether
-        anything really changed, so a spurious call costs one load and notifies nobody. Raise
-        on failure: the watcher process logs it and calls ``watch`` again after a backoff.
+        anything really changed, so a spurious call costs one load and notifies nobody.
+
+        Raise on failure: the source's watcher records the error in ``status()`` and
+        telemetry (the last good layer keeps serving) and calls ``watch`` again after a
+        backoff with jitter; an exception with a ``retry_after`` attribute (seconds) waits
+        at least that long. A new ``watch`` should call ``changed()`` once it is connected,
+        so the manager catches up with what happened while it was failing.
         """
         raise NotImplementedError(f"{self.kind} does not push changes")
 
