@@ -292,3 +292,231 @@ def test_secret_and_watch_flags(tmp_path: Path) -> None:
     source = FileSource(tmp_path / "secrets.toml", secret=True, watch=False)
     assert source.secret and not source.pushes
     assert FileSource(tmp_path / "a.toml").pushes
+
+
+# -- ${VAR} placeholders (see also test_interpolate.py) ------------------------------------
+
+PLACEHOLDERS = {
+    "toml": """
+[server]
+host = "${HOST:-0.0.0.0}"
+port = ${PORT:8000}   # template form: a number, a bool or one string, nothing more
+debug = ${DEBUG:-false}
+
+[database]
+url = "postgresql://${DB_USER}@${DB_HOST:-localhost}/app"
+hosts = ["${DB_HOST:-localhost}", ${REPLICA:-replica}]
+literal = '${DB_USER} in a literal string is expanded too'
+escaped = "$${DB_USER}"
+""",
+    "json": """{
+  "server": {"host": "${HOST:-0.0.0.0}", "port": ${PORT:8000}, "debug": ${DEBUG:-false}},
+  "database": {"url": "postgresql://${DB_USER}@${DB_HOST:-localhost}/app",
+               "hosts": ["${DB_HOST:-localhost}", ${REPLICA:-replica}],
+               "literal": "${DB_USER} in a literal string is expanded too",
+               "escaped": "$${DB_USER}"}
+}""",
+    "yaml": """
+server:
+  host: "${HOST:-0.0.0.0}"
+  port: ${PORT:8000}   # template form
+  debug: ${DEBUG:-false}
+database:
+  url: postgresql://${DB_USER}@${DB_HOST:-localhost}/app
+  hosts:
+    - ${DB_HOST:-localhost}
+    - ${REPLICA:-replica}
+  literal: '${DB_USER} in a literal string is expanded too'
+  escaped: "$${DB_USER}"
+""",
+}
+
+
+def placeholder_file(tmp_path: Path, fmt: str, text: str | None = None) -> Path:
+    return write(tmp_path / f"config.{fmt}", PLACEHOLDERS[fmt] if text is None else text)
+
+
+@pytest.mark.parametrize("fmt", ["toml", "json", "yaml"])
+async def test_placeholders_expand_from_the_given_environment(tmp_path: Path, fmt: str) -> None:
+    environ = {"DB_USER": "app", "PORT": "9000", "DEBUG": "true", "REPLICA": "r2"}
+    layer = await FileSource(placeholder_file(tmp_path, fmt), environ=environ).load()
+    assert layer == {
+        "server": {"host": "0.0.0.0", "port": 9000, "debug": True},
+        "database": {
+            "url": "postgresql://app@localhost/app",
+            "hosts": ("localhost", "r2"),
+            "literal": "app in a literal string is expanded too",
+            "escaped": "${DB_USER}",
+        },
+    }
+
+
+@pytest.mark.parametrize("fmt", ["toml", "json", "yaml"])
+async def test_template_defaults_are_typed_and_values_are_never_re_expanded(
+    tmp_path: Path, fmt: str
+) -> None:
+    environ = {"DB_USER": "${PORT}", "DB_HOST": "$${X}", "REPLICA": "${DB_USER}", "PORT": "80"}
+    layer = await FileSource(placeholder_file(tmp_path, fmt), environ=environ).load()
+    assert layer["server"] == {"host": "0.0.0.0", "port": 80, "debug": False}
+    assert layer["database"]["url"] == "postgresql://${PORT}@$${X}/app"
+    assert layer["database"]["hosts"] == ("$${X}", "${DB_USER}")
+
+
+@pytest.mark.parametrize("fmt", ["toml", "json", "yaml"])
+async def test_an_empty_variable_counts_as_unset_only_for_colon_dash(
+    tmp_path: Path, fmt: str
+) -> None:
+    environ = {"DB_USER": "app", "PORT": "", "DEBUG": "", "HOST": ""}
+    layer = await FileSource(placeholder_file(tmp_path, fmt), environ=environ).load()
+    assert layer["server"] == {"host": "0.0.0.0", "port": "", "debug": False}
+
+
+INJECTIONS = [
+    "1\n[evil]\nx = 1",
+    '1"\nevil = true\n"',
+    "x]\n[evil]",
+    '", "evil": "1',
+    "a = 1",
+    "1, evil: 2",
+    "1 # comment",
+    "]]\n[[evil]]",
+    "'''\nevil = 1\n'''",
+    '"""\nevil = 1\n"""',
+    "1}\nevil: {x: 1",
+    "\\",
+    "x\r\nevil: 1",
+    "\x00\x7f\x1b[31m",
+]
+
+
+@pytest.mark.parametrize("fmt", ["toml", "json", "yaml"])
+@pytest.mark.parametrize("value", INJECTIONS)
+async def test_no_environment_value_can_add_keys_or_tables(
+    tmp_path: Path, fmt: str, value: str
+) -> None:
+    environ = {name: value for name in ("DB_USER", "PORT", "DEBUG", "REPLICA", "DB_HOST", "HOST")}
+    layer = await FileSource(placeholder_file(tmp_path, fmt), environ=environ).load()
+    assert list(layer) == ["server", "database"]
+    assert list(layer["server"]) == ["host", "port", "debug"]
+    assert list(layer["database"]) == ["url", "hosts", "literal", "escaped"]
+    assert layer["server"]["port"] == value
+    assert layer["database"]["hosts"] == (value, value)
+
+
+async def test_a_missing_variable_names_the_file_the_key_and_the_variable(tmp_path: Path) -> None:
+    path = placeholder_file(tmp_path, "toml")
+    source = FileSource(path, environ={})
+    with pytest.raises(SourceError) as info:
+        await source.load()
+    message = str(info.value)
+    assert info.value.source == source.name
+    assert str(path) in info.value.reason
+    assert "key database.url" in message
+    assert "DB_USER is not set" in message
+
+
+@pytest.mark.parametrize(
+    ("fmt", "text", "line", "key"),
+    [
+        ("toml", "[server]\nhost = 'h'\nport = ${APP_PORT}\n", 3, "server.port"),
+        ("json", '{"server": {\n  "port": ${APP_PORT}}}', 2, "port"),
+        ("yaml", "server:\n  port: ${APP_PORT}\n", 2, "port"),
+        ("toml", "ports = [\n  1,\n  ${APP_PORT},\n]\n", 3, None),
+    ],
+)
+async def test_a_missing_template_variable_names_the_file_the_line_the_key_and_the_variable(
+    tmp_path: Path, fmt: str, text: str, line: int, key: str | None
+) -> None:
+    path = placeholder_file(tmp_path, fmt, text)
+    with pytest.raises(SourceError) as info:
+        await FileSource(path, environ={}).load()
+    message = str(info.value)
+    assert str(path) in message
+    assert f"line {line}" in message
+    assert "APP_PORT is not set" in message
+    if key is not None:
+        assert f"key {key}:" in message
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['a = "${"\n', "a = '${1X}'\n", 'a = "${X"\n', "a = ${X\n", "${X} = 1\n", "[${X}]\n"],
+)
+async def test_a_malformed_placeholder_is_a_source_error_naming_the_file(
+    tmp_path: Path, text: str
+) -> None:
+    path = write(tmp_path / "c.toml", text)
+    with pytest.raises(SourceError) as info:
+        await FileSource(path, environ={"X": "x"}).load()
+    assert str(path) in str(info.value)
+    assert "placeholder" in str(info.value)
+
+
+async def test_placeholders_in_comments_and_strings_do_not_confuse_the_template_lexer(
+    tmp_path: Path,
+) -> None:
+    text = """# port = ${NOPE}  (comments are not expanded)
+a = "# ${V} \\" ${V:-x} = ${V}"   # ${NOPE}
+b = '${V} " ${V}'
+c = \"\"\"
+[evil] ${V}
+\"\"\"
+d = [${V}, "${V}]", # ${NOPE} ]
+     ${V}]
+e = { f = ${V}, "${V}" = ${V} }
+"""
+    layer = await FileSource(write(tmp_path / "c.toml", text), environ={"V": "7"}).load()
+    assert layer == {
+        "a": '# 7 " 7 = 7',
+        "b": '7 " 7',
+        "c": "[evil] 7\n",
+        "d": (7, "7]", 7),
+        "e": {"f": 7, "${V}": 7},
+    }
+
+
+async def test_a_reload_sees_a_changed_environment(tmp_path: Path) -> None:
+    environ = {"PORT": "8000", "DB_USER": "app"}
+    source = FileSource(placeholder_file(tmp_path, "toml"), environ=environ)
+    assert (await source.load())["server"]["port"] == 8000
+    environ["PORT"] = "9000"
+    environ["DB_USER"] = "ops"
+    layer = await source.load()
+    assert layer["server"]["port"] == 9000
+    assert layer["database"]["url"] == "postgresql://ops@localhost/app"
+    del environ["DB_USER"]
+    with pytest.raises(SourceError, match="DB_USER"):
+        await source.load()
+
+
+async def test_the_process_environment_is_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTPYLIB_CONFIG_TEST_PORT", "1234")
+    path = write(tmp_path / "c.toml", "port = ${OTPYLIB_CONFIG_TEST_PORT}\n")
+    assert await FileSource(path).load() == {"port": 1234}
+
+
+async def test_a_file_without_a_dollar_skips_interpolation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import otpylib_config.sources.file as file_module
+
+    def fail(*_: object) -> object:
+        raise AssertionError("interpolation ran")
+
+    monkeypatch.setattr(file_module, "render_templates", fail)
+    monkeypatch.setattr(file_module, "expand_layer", fail)
+    keys = "\n".join(f'key_{i} = "value {i}"' for i in range(10_000))
+    layer = await FileSource(write(tmp_path / "big.toml", keys)).load()
+    assert len(layer) == 10_000
+
+
+async def test_the_example_service_config_loads() -> None:
+    path = Path(__file__).resolve().parent.parent / "examples" / "service" / "config.toml"
+    layer = await FileSource(path, environ={}).load()
+    assert layer["server"]["port"] == 8000
+    assert layer["database"]["url"] == "postgresql://app@localhost:5432/app"
+    layer = await FileSource(path, environ={"PORT": "9000", "DB_HOST": "db"}).load()
+    assert layer["server"]["port"] == 9000
+    assert layer["database"]["url"] == "postgresql://app@db:5432/app"

@@ -16,6 +16,7 @@ from pathlib import Path
 import anyio.to_thread
 
 from otpylib_config.errors import SourceError
+from otpylib_config.interpolate import InterpolationError, expand_layer, render_templates
 from otpylib_config.parsers import FORMATS_BY_SUFFIX, ParseError, check_format, parse
 from otpylib_config.paths import Path as KeyPath
 from otpylib_config.sources.base import Changed, Source, SourceContext
@@ -96,6 +97,17 @@ class FileSource(Source):
         except OSError as exc:
             raise SourceError(self.name, f"cannot read {self.path}: {exc.strerror}") from exc
         try:
-            return parse(data, self.format)
-        except ParseError as exc:
+            return self._parse(data)
+        except (ParseError, InterpolationError) as exc:
             raise SourceError(self.name, f"{self.path}: {exc}") from exc
+
+    def _parse(self, data: bytes) -> Section:
+        """Parse, expanding placeholders; a file without ``$`` (the usual case) skips both passes.
+
+        The environment is read here, on every load, so a reload sees variables that changed.
+        """
+        if b"$" not in data:
+            return parse(data, self.format)
+        environ = os.environ if self._environ is None else self._environ
+        layer = parse(render_templates(data, self.format, environ), self.format)
+        return expand_layer(layer, environ)
