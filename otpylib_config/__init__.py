@@ -24,6 +24,7 @@ from otpylib_config.protocol import ReloadResult
 from otpylib_config.provenance import Contribution, Explanation
 from otpylib_config.redact import DEFAULT_SECRET_PATTERNS
 from otpylib_config.sources.base import Source
+from otpylib_config.sources.consul import ConsulSource
 from otpylib_config.sources.defaults import DefaultsSource
 from otpylib_config.sources.env import EnvironmentSource
 from otpylib_config.sources.file import FileSource
@@ -41,6 +42,7 @@ __all__ = [
     "ConfigSpec",
     "ConfigTimeoutError",
     "ConfigTree",
+    "ConsulSource",
     "Contribution",
     "DefaultsSource",
     "EnvironmentSource",

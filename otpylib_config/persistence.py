@@ -42,7 +42,7 @@ class Persistence:
             return
         document = {"format": FORMAT, "version": 1, "overrides": list(_entries(overrides.root))}
         try:
-            await anyio.to_thread.run_sync(_write_atomically, self.path, document)
+            await anyio.to_thread.run_sync(write_json_atomically, self.path, document)
         except OSError as exc:
             raise SourceError("runtime", f"cannot persist overrides to {self.path}: {exc}") from exc
 
@@ -84,7 +84,8 @@ def _parse(text: str) -> Overrides:
     return overrides
 
 
-def _write_atomically(path: Path, document: dict[str, Any]) -> None:
+def write_json_atomically(path: Path, document: dict[str, Any]) -> None:
+    """Temp file, fsync, rename, fsync the directory: a crash leaves the old or the new file."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
         json.dump(document, handle, indent=1, sort_keys=True)
