@@ -68,7 +68,6 @@ async def test_every_layer_contributes_in_priority_order(
 async def test_the_validated_model_and_redacted_output(
     otp_runtime: Any, service: tuple[ModuleType, Path]
 ) -> None:
-    app, _ = service
     async with otpylib_config.running(build(service)):
         model = Config.model()
         dump = await Config.dump()

@@ -15,6 +15,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from settings import VALIDATORS, Settings  # noqa: E402
+
 import otpylib_config  # noqa: E402
 from otpylib_config import (  # noqa: E402
     Config,
@@ -23,7 +25,6 @@ from otpylib_config import (  # noqa: E402
     FileSource,
     RuntimeSource,
 )
-from settings import VALIDATORS, Settings  # noqa: E402
 
 
 def build_spec(directory: Path = HERE, state_dir: Path | None = None) -> ConfigSpec:
