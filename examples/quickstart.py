@@ -2,8 +2,9 @@
 
 Starts a config tree on examples/quickstart/config.toml (copied to a temporary directory so
 the demo can edit it), environment variables with the ``QUICKSTART_`` prefix, and the
-runtime layer. Then it reads, puts, edits the file, reloads, and shows the subscription
-events and telemetry that produced. It exits by itself.
+runtime layer. Then it reads, puts, edits the file (the watcher publishes the edit), reloads
+after an environment change, and shows the subscription events and telemetry that produced.
+It exits by itself.
 """
 
 from __future__ import annotations
@@ -65,9 +66,17 @@ async def main(config_file: Path) -> None:
         print("   security.secret_key  =", secret, "(get returns secrets)")
         await asyncio.sleep(0.05)
 
-        show("an operator edits the file; reload() picks it up and says what changed")
+        show("an operator edits the file; the file watcher publishes it at once")
+        edited = asyncio.Event()
+        await Config.subscribe("server.port", lambda *_: edited.set())
         text = config_file.read_text().replace('rate = "10mbit"', 'rate = "20mbit"')
         config_file.write_text(text.replace("port = 8000", "port = 8080"))
+        await asyncio.wait_for(edited.wait(), timeout=10)
+        print("   server.port          =", Config.get_nowait("server.port"))
+        await asyncio.sleep(0.05)
+
+        show("the environment is not watched: reload() re-reads it and says what changed")
+        os.environ["QUICKSTART_SERVER__WORKERS"] = "8"
         result = await Config.reload()
         print("   changed:", ", ".join(result.changed))
         await asyncio.sleep(0.05)

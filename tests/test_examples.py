@@ -22,7 +22,9 @@ def test_quickstart_demo_runs_and_shows_each_step() -> None:
     out = result.stdout
     assert "database.pool_size   = 20 (from env)" in out
     assert "event rate_limits.api: {'requests': 100, 'window': 60} -> " in out
-    assert "changed: server.port, queuemizer.tc_rules.eth0.rate" in out
+    assert "server.port          = 8080" in out
+    assert "'reason': 'changed:file:" in out
+    assert "changed: server.workers" in out
     assert "event queuemizer.tc_rules.eth0: {'rate': '10mbit'" in out
     assert "'path': 'security.secret_key', 'value': '**redacted**'" in out
     assert "security.secret_key  = rotated (get returns secrets)" in out
