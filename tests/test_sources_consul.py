@@ -1,0 +1,235 @@
+"""ConsulSource.load against the loopback Consul server: mapping, decoding, errors, cache.
+
+Watching (blocking queries) is specified end to end in ``test_consul_watching.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from otpylib_config import ConsulSource
+from otpylib_config.errors import SourceError
+from otpylib_config.values import thaw
+
+from .consul_server import ConsulServer, FaultKind, consul_server_fixture
+
+consul = consul_server_fixture()
+acl_consul = consul_server_fixture(acl_tokens={"reader": "read"})
+
+PREFIX = "myapp/config/"
+
+
+def source(server: ConsulServer, prefix: str = PREFIX, **options: object) -> ConsulSource:
+    options.setdefault("timeout", 2.0)
+    return ConsulSource(prefix, url=server.url, environ={}, **options)  # type: ignore[arg-type]
+
+
+async def test_keys_under_the_prefix_become_paths(consul: ConsulServer) -> None:
+    consul.put("myapp/config/database/url", "postgres://db/app")
+    consul.put("myapp/config/database/pool_size", "20")
+    consul.put("myapp/config/features/beta", "true")
+    consul.put("myapp/config/limits", '{"api": [1, 2]}')
+    consul.put("myapp/other/ignored", "x")
+
+    layer = await source(consul).load()
+
+    assert thaw(layer) == {
+        "database": {"url": "postgres://db/app", "pool_size": 20},
+        "features": {"beta": True},
+        "limits": {"api": [1, 2]},
+    }
+
+
+async def test_an_empty_value_is_an_empty_string_and_folders_are_skipped(
+    consul: ConsulServer,
+) -> None:
+    consul.put("myapp/config/", None)
+    consul.put("myapp/config/db/", None)
+    consul.put("myapp/config/db/password", None)
+
+    assert thaw(await source(consul).load()) == {"db": {"password": ""}}
+
+
+async def test_a_prefix_without_keys_is_an_empty_layer(consul: ConsulServer) -> None:
+    assert thaw(await source(consul).load()) == {}
+
+
+async def test_the_prefix_is_a_folder_not_a_raw_string_match(consul: ConsulServer) -> None:
+    consul.put("myapp/config/a", "1")
+    consul.put("myapp/configx/b", "2")
+
+    assert thaw(await source(consul, "myapp/config").load()) == {"a": 1}
+
+
+async def test_document_mode_loads_one_key_as_a_file(consul: ConsulServer) -> None:
+    consul.put("myapp/config.toml", "[server]\nport = 8080\n")
+    consul.put("myapp/config.json", '{"server": {"port": 9090}}')
+
+    toml = ConsulSource(key="myapp/config.toml", url=consul.url, environ={})
+    as_json = ConsulSource(key="myapp/config.json", url=consul.url, environ={})
+
+    assert thaw(await toml.load()) == {"server": {"port": 8080}}
+    assert thaw(await as_json.load()) == {"server": {"port": 9090}}
+
+
+async def test_a_broken_document_names_the_key(consul: ConsulServer) -> None:
+    consul.put("myapp/config.toml", "[server\nport = 8080\n")
+
+    with pytest.raises(SourceError, match=r"myapp/config\.toml.*invalid TOML"):
+        await ConsulSource(key="myapp/config.toml", url=consul.url, environ={}).load()
+
+
+async def test_the_token_is_sent_as_a_header(acl_consul: ConsulServer) -> None:
+    acl_consul.put("myapp/config/a", "1")
+
+    from_argument = source(acl_consul, token="reader")
+    from_env = ConsulSource(PREFIX, url=acl_consul.url, environ={"CONSUL_HTTP_TOKEN": "reader"})
+
+    assert thaw(await from_argument.load()) == {"a": 1}
+    assert thaw(await from_env.load()) == {"a": 1}
+    assert {r.token_header for r in acl_consul.kv_requests("GET")} == {"reader"}
+    assert all("token" not in r.query for r in acl_consul.kv_requests("GET"))
+
+
+async def test_a_rejected_token_is_a_clear_error_and_never_printed(
+    acl_consul: ConsulServer,
+) -> None:
+    bad = source(acl_consul, token="wrong-token")
+
+    with pytest.raises(SourceError, match=r"refused the ACL token.*403 ACL not found"):
+        await bad.load()
+    assert "wrong-token" not in repr(bad)
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        (FaultKind.HTTP_500, "Consul answered 500.*No cluster leader"),
+        (FaultKind.HTTP_429, "Consul answered 429"),
+        (FaultKind.NO_INDEX, "no X-Consul-Index header"),
+        (FaultKind.INVALID_JSON, "not valid JSON"),
+        (FaultKind.INVALID_BASE64, r"key 'myapp/config/a': Value is not valid base64"),
+        (FaultKind.INVALID_UTF8, r"key 'myapp/config/a': value is not valid UTF-8"),
+        (FaultKind.DISCONNECT, "cannot read 'myapp/config/' from Consul"),
+        (FaultKind.DROP_MID_BODY, "cannot read 'myapp/config/' from Consul"),
+    ],
+)
+async def test_a_bad_answer_is_an_error_naming_what_was_wrong(
+    consul: ConsulServer, fault: FaultKind, message: str
+) -> None:
+    consul.put("myapp/config/a", "1")
+    consul.faults.always(fault)  # always: aiohttp retries a GET once on a dropped connection
+
+    with pytest.raises(SourceError, match=message):
+        await source(consul).load()
+
+
+async def test_a_hanging_consul_is_bounded_by_the_timeout(consul: ConsulServer) -> None:
+    consul.faults.always(FaultKind.HANG)
+
+    with pytest.raises(SourceError, match=r"did not answer within 0\.2s"):
+        await source(consul, timeout=0.2).load()
+    consul.faults.clear()
+
+
+async def test_an_unreachable_consul_is_an_error(consul: ConsulServer) -> None:
+    async with consul.down():
+        with pytest.raises(SourceError, match=f"cannot read .* at {consul.url}"):
+            await source(consul).load()
+
+
+async def test_a_key_that_is_no_config_path_is_refused(consul: ConsulServer) -> None:
+    consul.put("myapp/config/db.host", "x")
+
+    with pytest.raises(SourceError, match=r"'myapp/config/db\.host' cannot be a config path"):
+        await source(consul).load()
+
+
+async def test_a_key_that_is_both_a_value_and_a_folder_is_refused(consul: ConsulServer) -> None:
+    consul.put("myapp/config/db", "x")
+    consul.put("myapp/config/db/host", "y")
+
+    with pytest.raises(SourceError, match="'myapp/config/db' and 'myapp/config/db/host' both"):
+        await source(consul).load()
+
+
+async def test_json_looking_garbage_is_refused_not_kept_as_a_string(consul: ConsulServer) -> None:
+    consul.put("myapp/config/limits", "{not json")
+
+    with pytest.raises(SourceError, match="'myapp/config/limits': looks like JSON"):
+        await source(consul).load()
+
+
+async def test_explain_origin_names_the_key_and_its_index(consul: ConsulServer) -> None:
+    index = consul.put("myapp/config/db/url", "x")
+    kv = source(consul)
+    await kv.load()
+
+    assert kv.origin(("db", "url")) == f"consul:myapp/config/db/url (ModifyIndex {index})"
+
+
+def test_bad_arguments_are_refused_at_construction() -> None:
+    with pytest.raises(ValueError, match="either a prefix or a key"):
+        ConsulSource("a/", key="b")
+    with pytest.raises(ValueError, match="either a prefix or a key"):
+        ConsulSource()
+    with pytest.raises(ValueError, match="not starting with '/'"):
+        ConsulSource("/a/")
+    with pytest.raises(ValueError, match="names one key"):
+        ConsulSource(key="a/")
+    with pytest.raises(ValueError, match="cannot tell the format"):
+        ConsulSource(key="a/settings")
+
+
+async def test_the_cache_serves_the_last_values_while_consul_is_down(
+    consul: ConsulServer, tmp_path: Path
+) -> None:
+    cache = tmp_path / "consul-cache.json"
+    consul.put("myapp/config/db/url", "postgres://db/app")
+    await source(consul, cache_path=cache).load()
+    assert json.loads(cache.read_text())["key"] == PREFIX
+
+    restarted = source(consul, cache_path=cache)
+    async with consul.down():
+        with pytest.raises(SourceError) as failure:
+            await restarted.load()
+
+    assert failure.value.fallback is not None
+    assert thaw(failure.value.fallback) == {"db": {"url": "postgres://db/app"}}
+    assert restarted.origin(("db", "url")).endswith("[cached]")
+
+
+async def test_a_corrupt_cache_is_reported_not_served(
+    consul: ConsulServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = tmp_path / "consul-cache.json"
+    cache.write_text("{garbage")
+
+    async with consul.down():
+        with pytest.raises(SourceError) as failure:
+            await source(consul, cache_path=cache).load()
+
+    assert failure.value.fallback is None
+    assert "cannot use the cache" in caplog.text
+
+
+async def test_the_cache_is_written_only_when_the_data_changed(
+    consul: ConsulServer, tmp_path: Path
+) -> None:
+    cache = tmp_path / "consul-cache.json"
+    consul.put("myapp/config/a", "1")
+    kv = source(consul, cache_path=cache)
+    await kv.load()
+    first = cache.stat().st_mtime_ns
+    await asyncio.sleep(0.01)
+
+    await kv.load()
+    assert cache.stat().st_mtime_ns == first
+
+    consul.put("myapp/config/a", "2")
+    await kv.load()
+    assert json.loads(cache.read_text())["entries"][0]["Value"] == "Mg=="
