@@ -29,3 +29,22 @@ def test_quickstart_demo_runs_and_shows_each_step() -> None:
     assert "'path': 'security.secret_key', 'value': '**redacted**'" in out
     assert "security.secret_key  = rotated (get returns secrets)" in out
     assert out.rstrip().endswith("stopped cleanly")
+
+
+def test_consul_demo_follows_the_loopback_server() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "consul_demo.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "from consul:myapp/config/database/pool_size (ModifyIndex" in out
+    assert "event features.new_ui: False -> True" in out
+    assert "features.new_ui    = True" in out
+    assert "consul source      : failing: consul:myapp/config/: cannot read" in out
+    assert "event features.new_ui: True -> False" in out
+    assert out.rstrip().endswith("consul source      : healthy\n\nstopped cleanly")
