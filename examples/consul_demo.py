@@ -17,9 +17,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.consul_server
 
-import otpylib_config  # noqa: E402
-from otpylib_config import Config, ConfigSpec, ConsulSource, DefaultsSource  # noqa: E402
-from tests.consul_server import ConsulServer  # noqa: E402
+import otpylib_config
+from otpylib_config import Config, ConfigSpec, ConsulSource, DefaultsSource
+from tests.consul_server import ConsulServer
 
 
 def show(title: str) -> None:
