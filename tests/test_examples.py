@@ -9,17 +9,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_quickstart_demo_runs_and_shows_each_step() -> None:
+def run_example(name: str) -> str:
+    """Run ``examples/<name>`` as a user would; its stdout, after checking it exited 0."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        [sys.executable, str(ROOT / "examples" / name)],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-
     assert result.returncode == 0, result.stderr
-    out = result.stdout
+    return result.stdout
+
+
+def test_quickstart_demo_runs_and_shows_each_step() -> None:
+    out = run_example("quickstart.py")
     assert "database.pool_size   = 20 (from env)" in out
     assert "event rate_limits.api: {'requests': 100, 'window': 60} -> " in out
     assert "server.port          = 8080" in out
@@ -32,16 +36,7 @@ def test_quickstart_demo_runs_and_shows_each_step() -> None:
 
 
 def test_consul_demo_follows_the_loopback_server() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "consul_demo.py")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
+    out = run_example("consul_demo.py")
     assert "from consul:myapp/config/database/pool_size (ModifyIndex" in out
     assert "event features.new_ui: False -> True" in out
     assert "features.new_ui    = True" in out
