@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 from _timing import Paired, measure_paired, nested_config, scaled
 from otpylib import gen_server, process
 from otpylib.gen_server import NoReply, Reply
@@ -57,6 +58,7 @@ from otpylib_config import (
     Config,
     ConfigSpec,
     ConfigTree,
+    ConsulSource,
     DefaultsSource,
     FileSource,
     Source,
@@ -93,12 +95,13 @@ class Sizes:
     big_sections: int = 1000  # row 4: sections of 100 keys
     subscriptions: int = 10_000  # row 5
     saves: int = 50  # row 6
+    writes: int = 50  # row 8
     reload_sections: int = 100  # row 7: sections of 100 keys in the TOML file
     reloads: int = 15  # row 7
 
 
 FULL = Sizes()
-QUICK = Sizes(big_sections=20, subscriptions=200, saves=5, reload_sections=10, reloads=3)
+QUICK = Sizes(big_sections=20, subscriptions=200, saves=5, reload_sections=10, reloads=3, writes=5)
 
 
 @dataclass(frozen=True)
@@ -707,6 +710,55 @@ async def reload_one_change(ctx: Context) -> list[Row]:
             target="exactly 1",
             verdict=verdict(exact),
         ),
+    ]
+
+
+@benchmark("consul_callback")
+async def consul_write_to_callback(ctx: Context) -> list[Row]:
+    """Row 8: an HTTP PUT to Consul → the subscriber's callback runs.
+
+    Against the loopback Consul server of the test suite (no Consul binary exists here), one
+    write at a time; the watcher's blocking query answers, the manager reloads the prefix.
+    """
+    sys.path.insert(0, str(HERE.parent))
+    from tests.consul_server import ConsulServer
+
+    loop = asyncio.get_running_loop()
+    arrived: dict[int, asyncio.Future[float]] = {}
+
+    def on_change(path: str, old: Any, new: Any) -> None:
+        fut = arrived.get(new)
+        if fut is not None and not fut.done():
+            fut.set_result(time.perf_counter())
+
+    samples: list[float] = []
+    async with ConsulServer(jitter=False) as consul, aiohttp.ClientSession() as http:
+        consul.put("bench/config/value", "0")
+        source = ConsulSource("bench/config/", url=consul.url, wait=30.0)
+        async with otpylib_config.running(spec(source)):
+            await Config.subscribe("value", on_change)
+            await asyncio.sleep(SAVE_PAUSE_S)
+            for value in range(1, ctx.sizes.writes + 1):
+                arrived[value] = loop.create_future()
+                started = time.perf_counter()
+                async with http.put(f"{consul.url}/v1/kv/bench/config/value", data=str(value)):
+                    pass
+                with contextlib.suppress(TimeoutError):
+                    samples.append(
+                        await asyncio.wait_for(arrived[value], CALLBACK_LIMIT_S) - started
+                    )
+                await asyncio.sleep(SAVE_PAUSE_S)
+    ctx.raw["consul_callback"] = {"attempts": ctx.sizes.writes, "samples_s": samples}
+    return [
+        latency_row(
+            "8",
+            "Consul write → subscriber callback",
+            samples,
+            attempts=ctx.sizes.writes,
+            p50_target_ms=50,
+            p99_target_ms=None,
+            tries="writes",
+        )
     ]
 
 

@@ -28,6 +28,7 @@ ROWS = {
     "6": "file saved → subscriber callback",
     "7a": "await Config.reload()",
     "7b": "events delivered",
+    "8": "Consul write → subscriber callback",
 }
 BASELINE_ROWS = ("2b", "3b", "4b")
 
