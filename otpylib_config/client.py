@@ -195,25 +195,38 @@ _RETRY: Any = object()
 
 async def _wait(fut: asyncio.Future[Any], pid: Any, deadline: float) -> Any:
     """Await ``fut``; checks every ``_POLL_S`` that the manager still lives."""
-    loop = asyncio.get_running_loop()
-    timer: asyncio.TimerHandle | None = None
-
-    def check() -> None:
-        nonlocal timer
-        if fut.done():
-            return
-        if not process.is_alive(pid):
-            fut.set_exception(_ManagerDown())
-        elif loop.time() >= deadline:
-            fut.set_exception(ConfigTimeoutError("config manager did not answer in time"))
-        else:
-            timer = loop.call_later(_POLL_S, check)
-
-    timer = loop.call_later(_POLL_S, check)
+    liveness = _Liveness(fut, pid, deadline)
     try:
         return await fut
     except _ManagerDown:
         return _RETRY
     finally:
-        if timer is not None:
-            timer.cancel()
+        liveness.cancel()
+
+
+class _Liveness:
+    """Fails a request's future if the manager dies or the deadline passes.
+
+    A class rather than a closure that re-arms itself: such a closure refers to itself, and
+    every request would leave a reference cycle for the garbage collector.
+    """
+
+    __slots__ = ("deadline", "fut", "loop", "pid", "timer")
+
+    def __init__(self, fut: asyncio.Future[Any], pid: Any, deadline: float) -> None:
+        self.fut, self.pid, self.deadline = fut, pid, deadline
+        self.loop = asyncio.get_running_loop()
+        self.timer = self.loop.call_later(_POLL_S, self.check)
+
+    def check(self) -> None:
+        if self.fut.done():
+            return
+        if not process.is_alive(self.pid):
+            self.fut.set_exception(_ManagerDown())
+        elif self.loop.time() >= self.deadline:
+            self.fut.set_exception(ConfigTimeoutError("config manager did not answer in time"))
+        else:
+            self.timer = self.loop.call_later(_POLL_S, self.check)
+
+    def cancel(self) -> None:
+        self.timer.cancel()  # drops the handle's reference back to us

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from pathlib import Path
 from typing import Any
@@ -273,3 +274,24 @@ async def test_reads_never_wait_for_a_busy_manager(start_tree: StartTree) -> Non
     await asyncio.wait_for(put, 5)
     assert await Config.get("debug") is True
     await reload
+
+
+async def test_writes_leave_no_reference_cycles_behind(start_tree: StartTree) -> None:
+    """Each write must be freed by reference counting, not left to the cycle collector."""
+    await start_tree(sources=[DefaultsSource({"a": 0})])
+    await Config.put("a", -1)  # warm up caches
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for i in range(50):
+            await Config.put("a", i)
+        await Config.delete("a")
+        gc.collect()
+        leftovers = [type(o).__name__ for o in gc.garbage]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+    assert leftovers == []
