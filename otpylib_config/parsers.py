@@ -75,7 +75,17 @@ def _parse_yaml(data: bytes) -> Any:
     try:
         return yaml.safe_load(_decode(data))
     except yaml.YAMLError as exc:
-        raise ParseError(f"invalid YAML: {exc}") from exc
+        raise ParseError(f"invalid YAML: {_yaml_problem(exc)}") from None
+
+
+def _yaml_problem(exc: Any) -> str:
+    """The problem and where, never PyYAML's full message: it quotes the document's lines,
+    which may hold secrets or expanded placeholders."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    if mark is None:
+        return str(problem)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
 
 
 _PARSERS: dict[str, Callable[[bytes], Any]] = {

@@ -25,9 +25,15 @@ class Redactor:
         self._matches = lru_cache(maxsize=4096)(self._match)
         #: Paths of every leaf that a secret source provides; set by the manager.
         self.secret_leaves: frozenset[str] = frozenset()
+        #: The set before the last reload: a secret that a source just dropped is still
+        #: reported as the ``old_value`` of its change, and must stay masked there.
+        self.previous_leaves: frozenset[str] = frozenset()
+
+    def replace_leaves(self, leaves: frozenset[str]) -> None:
+        self.previous_leaves, self.secret_leaves = self.secret_leaves, leaves
 
     def is_secret(self, path: str) -> bool:
-        return path in self.secret_leaves or self._matches(path)
+        return path in self.secret_leaves or path in self.previous_leaves or self._matches(path)
 
     def _match(self, path: str) -> bool:
         return any(

@@ -65,3 +65,31 @@ async def test_secrets_are_redacted_everywhere_but_get(
     assert changes[0].metadata["old_value"] == "**redacted**"
     assert changes[0].metadata["new_value"] == "**redacted**"
     assert "hunter2" not in repr(await Config.status())
+
+
+async def test_a_secret_that_a_source_drops_stays_redacted_in_its_change(
+    start_tree: StartTree, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('[db]\ndsn = "postgres://u:hunter2@db/app"\n')
+    await start_tree(sources=[FileSource(secrets, secret=True, watch=False)])
+
+    with telemetry.capture_events(telemetry.CHANGED) as changes:
+        secrets.write_text("")
+        await Config.reload()
+
+    assert [(c.metadata["path"], c.metadata["old_value"]) for c in changes] == [
+        ("db.dsn", "**redacted**")
+    ]
+
+
+async def test_an_empty_table_in_a_secret_file_hides_nothing_else(
+    start_tree: StartTree, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text("[db]\n")
+    await start_tree(
+        sources=[DefaultsSource({"db": {"host": "db.internal"}}), FileSource(secrets, secret=True)]
+    )
+
+    assert (await Config.dump())["db"] == {"host": "db.internal"}

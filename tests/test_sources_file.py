@@ -520,3 +520,13 @@ async def test_the_example_service_config_loads() -> None:
     layer = await FileSource(path, environ={"PORT": "9000", "DB_HOST": "db"}).load()
     assert layer["server"]["port"] == 9000
     assert layer["database"]["url"] == "postgresql://app@db:5432/app"
+
+
+async def test_a_yaml_error_never_quotes_the_document(tmp_path: Path) -> None:
+    path = tmp_path / "secrets.yaml"
+    path.write_text("password: hunter2-secret\n- b\n")
+
+    with pytest.raises(SourceError, match=r"invalid YAML: .* at line 2, column 1") as failure:
+        await FileSource(path, secret=True).load()
+
+    assert "hunter2" not in str(failure.value)
