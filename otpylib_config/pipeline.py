@@ -44,6 +44,7 @@ async def load_initial(table: ConfigTable) -> None:
     model = _validate(table, tree, "start")
     _commit(table, loaded, errors, base)
     table.snapshot = Snapshot(tree, version=1, model=model)
+    await _accepted(table, loaded, errors)
 
 
 async def reload(
@@ -66,6 +67,7 @@ async def reload(
             _commit(table, loaded, errors, base)
             if changed:
                 await publish(table, tree, changed, model)
+            await _accepted(table, loaded, errors)
         table.counters["reloads"] += 1
         table.counters["reload_errors"] += bool(errors)
         version = table.snapshot.version
@@ -109,7 +111,7 @@ def _validate(table: ConfigTable, tree: Section, reason: str) -> Any:
     if not table.validator.active:
         return None
     try:
-        return table.validator.check(tree)
+        model = table.validator.check(tree)
     except ValidationError as exc:
         table.counters["validation_failures"] += 1
         table.last_validation_error = str(exc)
@@ -120,10 +122,23 @@ def _validate(table: ConfigTable, tree: Section, reason: str) -> Any:
             {"reason": reason, "problems": list(exc.problems)},
         )
         raise
+    table.last_validation_error = None
+    return model
 
 
 def _layers(table: ConfigTable, loaded: dict[str, Section]) -> list[Section]:
     return [loaded.get(name, state.layer) for name, state in table.sources.items()]
+
+
+async def _accepted(table: ConfigTable, loaded: dict[str, Section], errors: dict[str, str]) -> None:
+    """Tell each source whose fresh layer was committed (fallbacks are not fresh)."""
+    for name, layer in loaded.items():
+        if name in errors:
+            continue
+        try:
+            await table.sources[name].source.accepted(layer)
+        except Exception:  # a source bug must not take the manager down
+            logger.exception("config source %s failed in accepted()", name)
 
 
 def _commit(
@@ -135,12 +150,14 @@ def _commit(
         else:
             table.sources[name].succeeded(layer)
     table.base = base
-    table.redactor.secret_leaves = frozenset(
-        ".".join(path)
-        for state in table.sources.values()
-        if state.source.secret
-        for path in leaves(state.layer, ())
-        if path
+    table.redactor.replace_leaves(
+        frozenset(
+            ".".join(path)
+            for state in table.sources.values()
+            if state.source.secret
+            for path in leaves(state.layer, ())
+            if path and not isinstance(get_in(state.layer, path), Section)
+        )
     )
 
 
@@ -177,11 +194,11 @@ def record_failure(
     state = table.sources.get(name)
     if state is None:
         return
+    repeated = state.last_error == error
     state.failed(error)
     table.counters[f"source_{stage}_errors"] += 1
-    logger.warning(
-        "config source %s failed to %s, keeping its last good layer: %s", name, stage, error
-    )
+    log = logger.debug if repeated else logger.warning  # an outage is one warning, not many
+    log("config source %s failed to %s, keeping its last good layer: %s", name, stage, error)
     telemetry.execute(
         telemetry.SOURCE_ERROR,
         {"duration_s": duration},

@@ -235,3 +235,33 @@ async def test_explain_names_the_consul_key_and_index(
     assert explanation.source == NAME
     assert explanation.origin == f"consul:myapp/config/db/url (ModifyIndex {index})"
     assert [c.source for c in explanation.overridden] == ["defaults"]
+
+
+async def test_a_rejected_write_is_not_cached_and_a_failed_reload_is_retried(
+    start_tree: StartTree, consul: ConsulServer, tmp_path: Path
+) -> None:
+    cache = tmp_path / "consul.json"
+    reject = {"once": False}
+
+    def schema(tree: Any) -> None:
+        if tree["a"] < 0:
+            raise ValueError("a must not be negative")
+        if reject["once"]:
+            reject["once"] = False
+            raise ValueError("a passing problem")
+
+    consul.put("myapp/config/a", "1")
+    await start_tree(sources=[kv(consul, cache_path=cache)], reload_interval=None, schema=schema)
+
+    consul.put("myapp/config/a", "-1")
+    await eventually(lambda: "negative" in str(current_table().last_validation_error))
+    assert Config.get_nowait("a") == 1
+    assert '"MQ=="' in cache.read_text()  # still the accepted value, 1
+
+    reject["once"] = True  # the reload of the next write fails once...
+    consul.put("myapp/config/a", "2")
+    await eventually(lambda: "passing problem" in str(current_table().last_validation_error))
+
+    # ...and is retried when the held query next answers, with no new write
+    await eventually(lambda: Config.get_nowait("a") == 2)
+    await eventually(lambda: '"Mg=="' in cache.read_text())  # saved once accepted

@@ -167,9 +167,14 @@ async def test_json_looking_garbage_is_refused_not_kept_as_a_string(consul: Cons
 async def test_explain_origin_names_the_key_and_its_index(consul: ConsulServer) -> None:
     index = consul.put("myapp/config/db/url", "x")
     kv = source(consul)
-    await kv.load()
+    await load_and_accept(kv)
 
     assert kv.origin(("db", "url")) == f"consul:myapp/config/db/url (ModifyIndex {index})"
+
+
+async def load_and_accept(kv: ConsulSource) -> None:
+    """What the pipeline does with a layer that validated: load it, then accept it."""
+    await kv.accepted(await kv.load())
 
 
 def test_bad_arguments_are_refused_at_construction() -> None:
@@ -190,7 +195,7 @@ async def test_the_cache_serves_the_last_values_while_consul_is_down(
 ) -> None:
     cache = tmp_path / "consul-cache.json"
     consul.put("myapp/config/db/url", "postgres://db/app")
-    await source(consul, cache_path=cache).load()
+    await load_and_accept(source(consul, cache_path=cache))
     assert json.loads(cache.read_text())["key"] == PREFIX
 
     restarted = source(consul, cache_path=cache)
@@ -223,13 +228,56 @@ async def test_the_cache_is_written_only_when_the_data_changed(
     cache = tmp_path / "consul-cache.json"
     consul.put("myapp/config/a", "1")
     kv = source(consul, cache_path=cache)
-    await kv.load()
+    await load_and_accept(kv)
     first = cache.stat().st_mtime_ns
     await asyncio.sleep(0.01)
 
-    await kv.load()
+    await load_and_accept(kv)
     assert cache.stat().st_mtime_ns == first
 
     consul.put("myapp/config/a", "2")
-    await kv.load()
+    await load_and_accept(kv)
     assert json.loads(cache.read_text())["entries"][0]["Value"] == "Mg=="
+    assert cache.stat().st_mode & 0o077 == 0  # it may hold secrets: owner only
+
+
+async def test_a_layer_that_was_not_accepted_is_neither_cached_nor_explained(
+    consul: ConsulServer, tmp_path: Path
+) -> None:
+    cache = tmp_path / "consul-cache.json"
+    consul.put("myapp/config/a", "1")
+    kv = source(consul, cache_path=cache)
+    await load_and_accept(kv)
+    consul.put("myapp/config/a", "2")
+
+    await kv.load()  # say the merged configuration failed validation: no accepted()
+
+    assert json.loads(cache.read_text())["entries"][0]["Value"] == "MQ=="
+    assert kv.origin(("a",)).endswith("(ModifyIndex 2)")
+
+
+async def test_the_token_never_follows_a_redirect() -> None:
+    from aiohttp import web
+
+    seen: list[str | None] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("X-Consul-Token"))
+        raise web.HTTPFound("http://127.0.0.1:9/elsewhere")
+
+    app = web.Application()
+    app.router.add_get("/v1/kv/{key:.*}", redirect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        kv = ConsulSource(PREFIX, url=f"http://127.0.0.1:{port}", token="s3cret", environ={})
+        with pytest.raises(SourceError, match=r"redirected .* not followed") as failure:
+            await kv.load()
+    finally:
+        await runner.cleanup()
+
+    assert seen == ["s3cret"]
+    assert "s3cret" not in str(failure.value)

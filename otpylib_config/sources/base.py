@@ -49,6 +49,11 @@ class Source(abc.ABC):
     def configure(self, context: SourceContext) -> None:  # noqa: B027 (optional hook)
         """Called once when the tree is built, before the first load."""
 
+    async def accepted(self, layer: Section) -> None:  # noqa: B027 (optional hook)
+        """Called once ``layer``, which ``load`` returned, is part of the configuration in
+        use: merged, validated and committed. A layer the validation rejected never gets
+        here, so a source that remembers or caches what it serves does so in this hook."""
+
     def origin(self, path: Path) -> str:
         """Where this source's value at ``path`` comes from, for ``explain``."""
         return self.name

@@ -8,13 +8,15 @@ mode (``key=...``): one key holds a TOML, JSON or YAML document.
 ``load`` is one bounded read (``timeout``), so Consul being down at start-up delays the
 start by at most that long; the source is not required by default, so the tree starts on
 its other sources and ``status()`` shows this one failing until Consul answers. ``watch``
-keeps one blocking query open and follows Consul's index rules: same index → no change;
-index went down → reset and read again; index went up → ``changed()`` only if the decoded
-data differs from the layer last loaded. Errors end the watch with a :class:`ConsulError`;
-the source's watcher process reports it and starts a new watch after a backoff.
+keeps one blocking query open and follows Consul's index rules: index went down → reset
+and read again; otherwise ``changed()`` only if the decoded data differs from the layer the
+tree serves (so an index bump alone notifies nobody, and a reload that failed is retried at
+the next answer). Errors end the watch with a :class:`ConsulError`; the source's watcher
+process reports it and starts a new watch after a backoff.
 
-``cache_path``: every successful load is saved there (atomically), and a process that
-starts while Consul is down serves the saved values, still reported as failing.
+``cache_path``: every layer the tree accepted (validated and committed) is saved there
+atomically, readable by the owner only; a process that starts while Consul is down serves
+the saved values, still reported as failing.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ class ConsulSource(Source):
 
     ``token`` (else ``$CONSUL_HTTP_TOKEN``) is sent as ``X-Consul-Token``. ``wait``: how
     long one blocking query may be held. ``timeout``: the bound on a plain read (and the
-    margin on a blocking one). ``min_interval``: the least time between two queries.
+    margin on a blocking one); a reload waits for it inside the manager, so keep it well
+    below ``ConfigSpec.write_timeout``. ``min_interval``: the least time between queries.
     """
 
     def __init__(
@@ -69,7 +72,7 @@ class ConsulSource(Source):
         required: bool = False,
         secret: bool = False,
         wait: float = 60.0,
-        timeout: float = 5.0,
+        timeout: float = 2.0,
         min_interval: float = 0.1,
         retry_first: float = 0.25,
         retry_max: float = 60.0,
@@ -96,6 +99,7 @@ class ConsulSource(Source):
         self._seen: Section | None = None
         self._origins: dict[KeyPath, str] = {}
         self._cached_document: list[Any] | None = None
+        self._loaded: tuple[Section, dict[KeyPath, str], list[Any]] | None = None
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -106,9 +110,16 @@ class ConsulSource(Source):
             layer, origins = self._decode(read)
         except ConsulError as exc:
             raise SourceError(self.name, str(exc), fallback=await self._fallback()) from None
-        self._seen, self._origins = layer, origins
-        await self._save(read.document)
+        self._loaded = (layer, origins, read.document)
         return layer
+
+    async def accepted(self, layer: Section) -> None:
+        """Only now is ``layer`` what the tree serves: remember it, and cache it on disk."""
+        if self._loaded is None or self._loaded[0] is not layer:
+            return
+        _, origins, document = self._loaded
+        self._seen, self._origins, self._loaded = layer, origins, None
+        await self._save(document)
 
     def origin(self, path: KeyPath) -> str:
         return self._origins.get(path) or self.name
@@ -137,9 +148,10 @@ class ConsulSource(Source):
                 if read.index < index:  # a snapshot restore or reaped tombstones
                     index = 0
                     continue
-                news = read.index > index and self._decode(read)[0] != self._seen
                 index = read.index
-                if news or not connected:  # after a failure, let the manager catch up
+                # Compared on every answer, not only on a new index: a reload that failed
+                # or was rejected after an earlier answer is retried at the next one.
+                if not connected or self._decode(read)[0] != self._seen:
                     connected = True
                     await changed()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -55,7 +55,7 @@ class KVClient:
 
     session: aiohttp.ClientSession
     url: str
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     slow_retry: float = 30.0
     """How long to wait before retrying after a 403 or a 400: they need an operator."""
 
@@ -80,6 +80,7 @@ class KVClient:
                 params=params,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=False,  # a redirect would carry the token elsewhere
             ) as response:
                 body = await response.read()
                 return self._answer(key, response.status, response.headers, body)
@@ -91,6 +92,10 @@ class KVClient:
     def _answer(self, key: str, status: int, headers: Any, body: bytes) -> KVRead:
         if status in _SLOW_STATUSES:
             message = f"{_SLOW_STATUSES[status]} reading {key!r}: {status} {_text(body)}"
+            raise ConsulError(message, retry_after=self.slow_retry)
+        if 300 <= status < 400:
+            where = headers.get("Location", "?")
+            message = f"Consul redirected the read of {key!r} to {where}; not followed"
             raise ConsulError(message, retry_after=self.slow_retry)
         if status not in (200, 404):
             raise ConsulError(f"Consul answered {status} reading {key!r}: {_text(body)}")
