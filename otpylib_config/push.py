@@ -15,9 +15,11 @@ otpylib 0.5.18 never ``terminate``\\s (reference/otpylib-0.5.18.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import random
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,7 @@ logger = logging.getLogger("otpylib_config")
 
 _MANAGER_POLL_S = 0.05
 _STOP_TIMEOUT_S = 5.0
+_OWNER_POLL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class WatchArgs:
 class SourceWatcher(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"):  # type: ignore[metaclass,call-arg]  # untyped
     async def init(self, args: WatchArgs) -> WatchArgs:
         await stop(args.table, args.source)
-        start(args.table, args.table.sources[args.source].source)
+        start(args.table, args.table.sources[args.source].source, process.self())
         return args
 
     async def handle_call(self, request: Any, from_: Any, args: WatchArgs) -> Any:
@@ -62,11 +65,25 @@ class SourceWatcher(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"): 
         """Never called by otpylib 0.5.18; ``init`` and ``stop_all`` clean up instead."""
 
 
-def start(table: ConfigTable, source: Source) -> None:
-    """Start ``source``'s watch loop as a task owned by ``table``."""
+def start(table: ConfigTable, source: Source, owner: Any) -> None:
+    """Start ``source``'s watch loop as a task that lives no longer than process ``owner``."""
     loop = asyncio.get_running_loop()
-    task = loop.create_task(_watch(table, source), context=contextvars.Context())
+    task = loop.create_task(_owned(owner, _watch(table, source)), context=contextvars.Context())
     table.watch_tasks[source.name] = task
+
+
+async def _owned(owner: Any, work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` while ``owner`` lives. otpylib 0.5.18 never calls ``terminate``, so this
+    is how a loop learns that its process is gone (a supervisor gave up, or an application
+    stopped its tree without ``shutdown``)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while not task.done() and process.is_alive(owner):
+            await asyncio.wait({task}, timeout=_OWNER_POLL_S)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def stop(table: ConfigTable, name: str) -> None:
@@ -87,7 +104,9 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         task.cancel()
     if tasks:
-        await asyncio.wait(tasks, timeout=_STOP_TIMEOUT_S)
+        _, pending = await asyncio.wait(tasks, timeout=_STOP_TIMEOUT_S)
+        if pending:
+            logger.warning("%d watch loop(s) did not stop in time", len(pending))
 
 
 async def _watch(table: ConfigTable, source: Source) -> None:

@@ -166,6 +166,12 @@ class FileWatcher:
         if observer is not None:
             _shut_down(observer)
 
+    def poke(self, key: str) -> None:
+        """Report ``key`` after the debounce as if an event had arrived: a caller that may
+        have missed changes made before ``start()`` asks to look once more."""
+        if self._observer is not None and key in self._watched:
+            self._arm(key)
+
     def _schedule(self, observer: BaseObserver, directory: str) -> None:
         if directory in self._directories:
             return
@@ -255,16 +261,21 @@ async def watch_paths(
     *,
     debounce: float = DEFAULT_DEBOUNCE,
 ) -> None:
-    """Run until cancelled; ``await changed()`` after each debounced change of any of ``paths``.
+    """Run until cancelled; ``await changed()`` once watching has started (a change made
+    before it, or while an earlier watch was failing, must not be missed), then after each
+    debounced change of any of ``paths``.
 
     Changes that arrive while ``changed()`` runs are folded into one more call after it, so
     a slow reload never queues a backlog of reloads.
     """
     wake = asyncio.Event()
     watcher = FileWatcher(lambda _key: wake.set(), debounce=debounce)
-    for index, path in enumerate(paths):
+    keys = list(paths)
+    for index, path in enumerate(keys):
         watcher.watch(str(index), path)
     watcher.start()
+    for index in range(len(keys)):
+        watcher.poke(str(index))
     try:
         while True:
             await wake.wait()

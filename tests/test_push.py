@@ -183,3 +183,22 @@ async def test_stopping_the_tree_stops_every_watch_loop(start_tree: StartTree) -
 
     assert [s.running for s in sources] == [0, 0]
     assert tree.table.watch_tasks == {}
+
+
+async def test_a_watch_loop_ends_with_its_owner_process(start_tree: StartTree) -> None:
+    """otpylib never calls terminate: a loop must notice by itself that its owner is gone."""
+    await start_tree(sources=[DefaultsSource({"a": 1})])
+    source = PushSource({"b": 1}, name="orphan")
+    stop = asyncio.Event()
+
+    async def owner_body() -> None:
+        await stop.wait()
+
+    owner = await process.spawn(owner_body)
+    push.start(current_table(), source, owner)
+    await eventually(lambda: source.running == 1)
+
+    stop.set()  # the owner exits normally, as a process killed by its supervisor would
+
+    await eventually(lambda: source.running == 0)
+    assert current_table().watch_tasks["orphan"].done()

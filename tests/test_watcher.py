@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from otpylib_config.watcher import FileWatcher
+from otpylib_config.watcher import FileWatcher, watch_paths
 
 from .conftest import eventually
 
@@ -304,3 +304,31 @@ async def test_stop_cancels_pending_notifications(new_watcher: NewWatcher, confi
     slow.stop()
     await asyncio.sleep(0.4)  # past the slow watcher's debounce
     assert silent.empty()
+
+
+async def test_poke_reports_after_the_debounce_and_merges_with_events(
+    new_watcher: NewWatcher, config: Path
+) -> None:
+    watcher, changes = new_watcher(config=config)
+
+    watcher.poke("config")
+    config.write_text("a = 2")  # inside the debounce: one report, of the new content
+
+    assert await changes.until("config", "a = 2") == [("config", "a = 2")]
+    assert await changes.quiet() == []
+
+
+async def test_watch_paths_looks_once_at_start_then_on_each_change(config: Path) -> None:
+    calls: asyncio.Queue[str] = asyncio.Queue()
+
+    async def changed() -> None:
+        calls.put_nowait(config.read_text())
+
+    task = asyncio.create_task(watch_paths([config], changed, debounce=0.02))
+    try:
+        assert await asyncio.wait_for(calls.get(), TIMEOUT) == "a = 0"  # nothing changed yet
+        config.write_text("a = 3")
+        assert await asyncio.wait_for(calls.get(), TIMEOUT) == "a = 3"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
