@@ -16,8 +16,10 @@ produces open and close-without-write events, and reacting to those would reload
 Events arrive on watchdog's threads and are handed to the loop with
 ``call_soon_threadsafe``; everything else happens on the loop, so no state is shared between
 threads. On the loop each relevant event (re)arms a ``call_later`` per key, so a burst of
-events gives one ``on_change(key)`` (lessons.md items 1 and 18). ``on_change`` only says
-"look again": the caller reloads, validates and notifies only if the content changed.
+events gives one ``on_change(key)`` (lessons.md items 1 and 18). On Linux a report also
+waits (up to ``MAX_WRITE_WAIT``) until a writer that has the file open closes it, so a
+writer that pauses half-way is not read half-way. ``on_change`` only says "look again":
+the caller reloads, validates and notifies only if the content changed.
 
 Not handled, on purpose: a watched directory that is deleted or replaced stops delivering
 events (the reload timer is the safety net), and a directory reached through a symlink is
@@ -30,6 +32,7 @@ import asyncio
 import errno
 import logging
 import os
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -70,6 +73,11 @@ EVENTS: list[type[FileSystemEvent]] = [
 ]
 """What the observer reports: never opens or reads, which the reload itself causes."""
 
+CLOSE_EVENTS = sys.platform.startswith("linux")
+"""inotify reports when a writer closes a file; other platforms' observers do not."""
+MAX_WRITE_WAIT = 2.0
+"""Seconds a report may wait for a writer to close the file before it goes out anyway."""
+
 Fingerprint = tuple[str, int, int, int]
 """``(real path, st_mtime_ns, st_size, st_ino)`` of a file."""
 
@@ -85,6 +93,8 @@ class _Watched:
     name: str
     seen: Fingerprint | None
     """``None`` while the file does not exist."""
+    writing: bool = False
+    """The file was written and not closed since: a writer may be half-way through."""
 
 
 class FileWatcher:
@@ -113,6 +123,8 @@ class FileWatcher:
         self._directories: set[str] = set()
         """Directories scheduled on the running observer."""
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._armed_at: dict[str, float] = {}
+        """When each pending report was first armed: bounds the wait for a writer."""
 
     @property
     def running(self) -> bool:
@@ -162,6 +174,7 @@ class FileWatcher:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        self._armed_at.clear()
         self._directories.clear()
         if observer is not None:
             _shut_down(observer)
@@ -179,21 +192,22 @@ class FileWatcher:
         observer.schedule(forward, directory, recursive=False, event_filter=EVENTS)
         self._directories.add(directory)
 
-    def _post(self, directory: str, paths: tuple[str, ...]) -> None:
+    def _post(self, directory: str, paths: tuple[str, ...], kind: str) -> None:
         """On a watchdog thread: hand the event to the loop, never wait for it."""
         loop = self._loop
         if loop is None:
             return
         try:
-            loop.call_soon_threadsafe(self._on_event, directory, paths)
+            loop.call_soon_threadsafe(self._on_event, directory, paths, kind)
         except RuntimeError:  # the loop is closed: nobody is left to tell
             logger.debug("file event in %s dropped: the event loop is closed", directory)
 
-    def _on_event(self, directory: str, paths: tuple[str, ...]) -> None:
+    def _on_event(self, directory: str, paths: tuple[str, ...], kind: str) -> None:
         if self._observer is None:  # queued before stop()
             return
         for key, watched in self._watched.items():
             if watched.directory == directory and _relevant(watched, paths):
+                _track_writer(watched, paths, kind)
                 self._arm(key)
 
     def _arm(self, key: str) -> None:
@@ -201,10 +215,18 @@ class FileWatcher:
         if timer is not None:
             timer.cancel()
         loop = asyncio.get_running_loop()
+        self._armed_at.setdefault(key, loop.time())
         self._timers[key] = loop.call_later(self._debounce, self._fire, key)
 
     def _fire(self, key: str) -> None:
+        """Report ``key``, unless a writer still has it open (then look again later)."""
         self._timers.pop(key, None)
+        watched = self._watched.get(key)
+        waited = asyncio.get_running_loop().time() - self._armed_at.get(key, 0.0)
+        if watched is not None and watched.writing and waited < MAX_WRITE_WAIT:
+            self._arm(key)
+            return
+        self._armed_at.pop(key, None)
         try:
             self._on_change(key)
         except Exception:
@@ -214,13 +236,13 @@ class FileWatcher:
 class _Forwarder(FileSystemEventHandler):
     """Passes every event of one directory to ``post(directory, paths)``."""
 
-    def __init__(self, directory: str, post: Callable[[str, tuple[str, ...]], None]) -> None:
+    def __init__(self, directory: str, post: Callable[[str, tuple[str, ...], str], None]) -> None:
         self._directory = directory
         self._post = post
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         paths = tuple(os.fsdecode(p) for p in (event.src_path, event.dest_path) if p)
-        self._post(self._directory, paths)
+        self._post(self._directory, paths, event.event_type)
 
 
 def _relevant(watched: _Watched, paths: Iterable[str]) -> bool:
@@ -229,6 +251,20 @@ def _relevant(watched: _Watched, paths: Iterable[str]) -> bool:
     moved = now != watched.seen
     watched.seen = now
     return moved or any(_names(watched, path) for path in paths)
+
+
+def _track_writer(watched: _Watched, paths: tuple[str, ...], kind: str) -> None:
+    """Follow whether a writer has the file open, from the events that name it.
+
+    A file is read only once its writer has closed it (or ``MAX_WRITE_WAIT`` has passed), so
+    a writer that pauses half-way, longer than the debounce, is not read half-way.
+    """
+    if not CLOSE_EVENTS or os.path.join(watched.directory, watched.name) not in paths:
+        return
+    if kind in ("created", "modified"):
+        watched.writing = True
+    elif kind in ("closed", "deleted", "moved"):
+        watched.writing = False
 
 
 def _names(watched: _Watched, path: str) -> bool:

@@ -7,6 +7,7 @@ of the save (``config.reload.stop`` with reason ``changed:<source>``) and then a
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from otpylib import process
 
 from otpylib_config import Config, FileSource, telemetry
 from otpylib_config.client import current_table
+from otpylib_config.watcher import CLOSE_EVENTS
 
 from .conftest import Recorder, StartTree, eventually
 
@@ -195,3 +197,18 @@ def watchdog_threads() -> set[threading.Thread]:
     """Live threads of watchdog (the observer and its emitters); AnyIO's pooled workers,
     which idle between file reads, are not ours to stop."""
     return {t for t in threading.enumerate() if type(t).__module__.startswith("watchdog")}
+
+
+@pytest.mark.skipif(not CLOSE_EVENTS, reason="only inotify reports when a writer closes a file")
+async def test_a_writer_that_pauses_half_way_is_not_read_half_way(
+    start_tree: StartTree, config: Path
+) -> None:
+    recorder = await watched(start_tree, FileSource(config))
+
+    with open(config, "w") as handle:
+        handle.write("[server]\n")  # valid TOML on its own: it would drop server.port
+        handle.flush()
+        await asyncio.sleep(0.3)  # far longer than the 20 ms debounce
+        handle.write("port = 9006\n")
+
+    assert await recorder.settled(1) == [("server.port", 8000, 9006)]
