@@ -15,6 +15,7 @@ failing source keeps its last good layer, the error goes to the log, telemetry a
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -25,13 +26,14 @@ from otpylib import process
 from otpylib.gen_server import NoReply, Reply
 from otpylib.module import GEN_SERVER, OTPModule
 
-from otpylib_config import client, pipeline, telemetry
+from otpylib_config import client, pipeline, push, telemetry
 from otpylib_config.errors import ConfigError
 from otpylib_config.paths import Path
 from otpylib_config.protocol import (
     DELETE,
     DOWN,
     PUT,
+    READ,
     RELOAD,
     SOURCE_CHANGED,
     SOURCE_FAILED,
@@ -142,11 +144,35 @@ async def _delete(state: ManagerState, fut: asyncio.Future[Any], segments: Path,
 
 
 async def _reload_request(state: ManagerState, fut: asyncio.Future[Any], reason: str) -> None:
-    _resolve(fut, await pipeline.reload(state.table, reason))
+    _start_reload(state.table, reason, None, fut)
 
 
 async def _source_changed(state: ManagerState, name: str) -> None:
-    await pipeline.reload(state.table, f"changed:{name}", only=[name])
+    _start_reload(state.table, f"changed:{name}", [name], None)
+
+
+def _start_reload(
+    table: ConfigTable, reason: str, only: list[str] | None, fut: asyncio.Future[Any] | None
+) -> None:
+    """Read the sources in a task of its own; the manager applies the reading when it comes
+    back as ``(READ, ...)``, so puts never wait for the sources' I/O."""
+
+    async def read_and_return() -> None:
+        reading = await pipeline.read(table, reason, only)
+        await push.tell_manager(table, (READ, fut, reading))  # by name: survives a restart
+
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(read_and_return(), context=contextvars.Context())
+    table.tasks.add(task)
+    task.add_done_callback(table.tasks.discard)
+
+
+async def _read(
+    state: ManagerState, fut: asyncio.Future[Any] | None, reading: pipeline.Reading
+) -> None:
+    result = await pipeline.apply(state.table, reading)
+    if fut is not None:
+        _resolve(fut, result)
 
 
 async def _source_failed(state: ManagerState, name: str, error: str) -> None:
@@ -155,10 +181,8 @@ async def _source_failed(state: ManagerState, name: str, error: str) -> None:
 
 async def _tick(state: ManagerState) -> None:
     state.timer = None
-    try:
-        await pipeline.reload(state.table, "timer")
-    finally:
-        await _arm_timer(state)
+    _start_reload(state.table, "timer", None, None)
+    await _arm_timer(state)
 
 
 async def _arm_timer(state: ManagerState) -> None:
@@ -251,4 +275,5 @@ _HANDLERS: dict[Any, Callable[..., Awaitable[None]]] = {
     SUBSCRIBE: _subscribe,
     UNSUBSCRIBE: _unsubscribe,
     TICK: _tick,
+    READ: _read,
 }

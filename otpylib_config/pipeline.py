@@ -1,8 +1,11 @@
 """The reload pipeline: load → merge → validate → diff → commit → publish → notify (DESIGN §5).
 
-Only the manager calls these, one at a time. Each step works on new values and the table is
-changed only in :func:`_commit`/:func:`publish`, after validation passed and the runtime layer
-(if persisted) is on disk: a failure at any step leaves the last good configuration serving.
+A reload has two halves. :func:`read` does the sources' I/O and touches nothing: the manager
+runs it in a task of its own, so a slow file system or a hanging Consul never holds up puts.
+:func:`apply` runs in the manager, one at a time, with what was read. Each step works on new
+values and the table is changed only in :func:`_commit`/:func:`publish`, after validation
+passed and the runtime layer (if persisted) is on disk: a failure at any step leaves the
+last good configuration serving.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from otpylib import process
@@ -34,7 +38,7 @@ async def load_initial(table: ConfigTable) -> None:
     ``ValidationError`` of an invalid configuration: a tree never starts on bad config."""
     table.configure_sources()
     await table.persistence.restore(table)
-    loaded, errors = await _load_sources(table, table.sources)
+    loaded, errors = _sort(table, await read(table, "start", announce=False))
     for name, message in errors.items():
         if table.sources[name].source.required and name not in loaded:
             raise SourceError(name, message.removeprefix(f"{name}: "))
@@ -47,19 +51,56 @@ async def load_initial(table: ConfigTable) -> None:
     await _accepted(table, loaded, errors)
 
 
+Result = tuple[Section | None, str | None, float]
+"""One source's load: ``(layer, None, seconds)`` or ``(fallback or None, error, seconds)``."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What :func:`read` got from the sources named in ``names``, in that order."""
+
+    reason: str
+    names: tuple[str, ...]
+    results: tuple[Result, ...]
+    seq: int
+    """Readings are numbered as they start; one older than what a source shows is dropped."""
+    started: float
+
+
 async def reload(
     table: ConfigTable, reason: str, only: Iterable[str] | None = None
 ) -> ReloadResult:
-    """Load the sources (all, or those named in ``only``), merge, validate and publish."""
-    names = table.sources if only is None else [n for n in only if n in table.sources]
-    with telemetry.span("config.reload", {"reason": reason}) as stop:
-        loaded, errors = await _load_sources(table, names)
+    """Read the sources (all, or those named in ``only``) and apply what was read."""
+    return await apply(table, await read(table, reason, only))
+
+
+async def read(
+    table: ConfigTable, reason: str, only: Iterable[str] | None = None, *, announce: bool = True
+) -> Reading:
+    """Load the sources concurrently. Pure I/O: safe to run outside the manager.
+
+    ``announce``: emit ``config.reload.start`` (:func:`apply` emits the stop).
+    """
+    names = tuple(table.sources if only is None else (n for n in only if n in table.sources))
+    seq = next(table.reading_seq)
+    started = time.perf_counter()
+    if announce:
+        telemetry.execute(telemetry.RELOAD_START, {"system_time": time.time()}, {"reason": reason})
+    sources = [table.sources[name].source for name in names]
+    results = await asyncio.gather(*(_load_one(source) for source in sources))
+    return Reading(reason, names, tuple(results), seq, started)
+
+
+async def apply(table: ConfigTable, reading: Reading) -> ReloadResult:
+    """Merge what was read over the other sources' last good layers, validate and publish."""
+    try:
+        loaded, errors = _sort(table, reading)
         assert table.snapshot is not None
         base = merge(_layers(table, loaded))
         tree = table.overrides.apply(base)
         changed = diff(table.snapshot.tree, tree)
         try:
-            model = _validate(table, tree, reason) if changed else table.snapshot.model
+            model = _validate(table, tree, reading.reason) if changed else table.snapshot.model
         except ValidationError as exc:
             errors["validation"] = str(exc)
             changed = []
@@ -68,11 +109,21 @@ async def reload(
             if changed:
                 await publish(table, tree, changed, model)
             await _accepted(table, loaded, errors)
-        table.counters["reloads"] += 1
-        table.counters["reload_errors"] += bool(errors)
-        version = table.snapshot.version
-        stop.update(version=version, errors=errors, measurements={"changes": len(changed)})
+    except Exception as exc:
+        error = {"kind": type(exc).__name__, "error": str(exc)}
+        _reload_event(telemetry.RELOAD_EXCEPTION, reading, error)
+        raise
+    table.counters["reloads"] += 1
+    table.counters["reload_errors"] += bool(errors)
+    version = table.snapshot.version
+    metadata = {"version": version, "errors": errors}
+    _reload_event(telemetry.RELOAD_STOP, reading, metadata, changes=len(changed))
     return ReloadResult(version, tuple(".".join(p) for p in changed), errors)
+
+
+def _reload_event(event: str, reading: Reading, metadata: dict[str, Any], **extra: int) -> None:
+    measurements = {"duration_s": time.perf_counter() - reading.started, **extra}
+    telemetry.execute(event, measurements, {"reason": reading.reason, **metadata})
 
 
 async def apply_overrides(table: ConfigTable, overrides: Overrides, root: Path) -> None:
@@ -161,28 +212,28 @@ def _commit(
     )
 
 
-async def _load_sources(
-    table: ConfigTable, names: Iterable[str]
-) -> tuple[dict[str, Section], dict[str, str]]:
-    """Load sources concurrently; failures are recorded now, successes committed later."""
-    sources = [table.sources[name].source for name in names]
-    results = await asyncio.gather(*(_load_one(source) for source in sources))
+def _sort(table: ConfigTable, reading: Reading) -> tuple[dict[str, Section], dict[str, str]]:
+    """Split a reading into fresh layers and errors, recording failures now; a source's
+    result older than one already applied is dropped (readings may finish out of order)."""
     loaded: dict[str, Section] = {}
     errors: dict[str, str] = {}
-    for source, (layer, error, duration) in zip(sources, results, strict=True):
-        state = table.sources[source.name]
+    for name, (layer, error, duration) in zip(reading.names, reading.results, strict=True):
+        state = table.sources[name]
+        if reading.seq < state.reading_seq:
+            continue
+        state.reading_seq = reading.seq
         if error is None and layer is not None:
-            loaded[source.name] = layer
+            loaded[name] = layer
             telemetry.execute(
                 telemetry.SOURCE_LOADED,
                 {"duration_s": duration, "keys": len(layer)},
-                {"source": source.name},
+                {"source": name},
             )
             continue
         if layer is not None and state.last_success is None:
-            loaded[source.name] = layer  # its saved fallback, until it loads for real
-        errors[source.name] = error or ""
-        record_failure(table, source.name, error or "", stage="load", duration=duration)
+            loaded[name] = layer  # its saved fallback, until it loads for real
+        errors[name] = error or ""
+        record_failure(table, name, error or "", stage="load", duration=duration)
     return loaded, errors
 
 
@@ -206,8 +257,7 @@ def record_failure(
     )
 
 
-async def _load_one(source: Source) -> tuple[Section | None, str | None, float]:
-    """``(layer, None, seconds)``, or ``(fallback or None, error, seconds)``."""
+async def _load_one(source: Source) -> Result:
     started = time.perf_counter()
     try:
         layer = await source.load()

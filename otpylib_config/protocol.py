@@ -15,6 +15,9 @@ message                              result the future gets
 ``(UNSUBSCRIBE, fut, sub_id)``         ``True`` if the subscription existed
 ``(SOURCE_CHANGED, name)``             no future: a push source changed; reload just it
 ``(SOURCE_FAILED, name, error)``       no future: a push source's watch failed; record it
+``(READ, fut, reading)``               a reload's sources were read (by a task, not the
+                                       manager): apply it; ``fut`` (or ``None``) gets
+                                       the :class:`ReloadResult`
 ``(TICK,)``                            no future: the reload timer, via ``send_after``
 ``(DOWN, ref, ..., pid, reason)``      no future: a subscriber process exited
 ===================================  ====================================================
@@ -39,6 +42,7 @@ UNSUBSCRIBE = atom.ensure("otpylib_config.unsubscribe")
 SOURCE_CHANGED = atom.ensure("otpylib_config.source_changed")
 SOURCE_FAILED = atom.ensure("otpylib_config.source_failed")
 TICK = atom.ensure("otpylib_config.tick")
+READ = atom.ensure("otpylib_config.read")
 WAKE = atom.ensure("otpylib_config.wake")
 DOWN = atom.ensure("DOWN")
 

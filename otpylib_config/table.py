@@ -35,6 +35,7 @@ class SourceState:
     last_success: float | None = None  # wall-clock time
     last_error: str | None = None
     last_error_at: float | None = None
+    reading_seq: int = 0  # the newest reading applied to this source
 
     def succeeded(self, layer: Section) -> None:
         self.layer = layer
@@ -96,6 +97,7 @@ class ConfigTable:
     counters: Counter[str] = field(default_factory=Counter)
     manager_starts: int = 0
     sub_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    reading_seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
         self.sources = {s.name: SourceState(s) for s in self.spec.sources}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from otpylib_config import (
     telemetry,
 )
 from otpylib_config.client import current_table
+from otpylib_config.values import freeze
 
 from .conftest import Recorder, StartTree, eventually, in_process
 
@@ -160,3 +162,42 @@ async def test_timer_survives_a_failing_reload(start_tree: StartTree) -> None:
     reloads = table.counters["reloads"]
     await eventually(lambda: table.counters["reloads"] > reloads + 1)
     assert (await Config.status()).sources[0].healthy
+
+
+class ScriptedSource(Source):
+    """Each load returns the next value of ``a``; a load with a gate waits for it."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.values = [0]
+        self.gates: dict[int, asyncio.Event] = {}
+        self.loads = 0
+
+    async def load(self) -> Section:
+        call = self.loads
+        self.loads += 1
+        gate = self.gates.get(call)
+        if gate is not None:
+            await gate.wait()
+        layer = freeze({"a": self.values[min(call, len(self.values) - 1)]})
+        assert isinstance(layer, Section)
+        return layer
+
+
+async def test_a_reading_that_finishes_late_never_overwrites_a_newer_one(
+    start_tree: StartTree,
+) -> None:
+    source = ScriptedSource()
+    source.values = [0, 1, 2]
+    source.gates[1] = asyncio.Event()  # the first reload's read hangs...
+    await start_tree(sources=[source])
+    first = asyncio.create_task(Config.reload())
+    await eventually(lambda: source.loads == 2)
+
+    second = await Config.reload()  # ...while the second one reads 2 and applies it
+
+    assert second.changed == ("a",) and Config.get_nowait("a") == 2
+    source.gates[1].set()
+    late = await first
+    assert late.changed == () and Config.get_nowait("a") == 2  # 1 came too late
