@@ -7,6 +7,10 @@ write. No handler raises out of ``handle_info``: an error goes to the requester'
 to the log, and the manager keeps serving (otpylib 0.5.18 would otherwise lose the reply or
 the process, see reference/otpylib-0.5.18.md §2).
 
+A reload (requested, timed or pushed) reads its sources in a task outside the manager and
+comes back as ``(READ, ...)``; only applying the reading happens here, so source I/O never
+delays a put.
+
 Failure policy: at start-up a required source that fails makes ``init`` fail; afterwards a
 failing source keeps its last good layer, the error goes to the log, telemetry and
 ``status()``, and the other sources' changes are still published.
