@@ -350,9 +350,14 @@ class _Scan:
             return True
         return self.stack[-1:] == ["["] and self.prev in ("[", ",")
 
+    def _ends_value(self, end: int) -> bool:
+        """Whether the value ends right after the placeholder (``${X}000`` does not)."""
+        following = self.text[end : end + 1]
+        return not following or following.isspace() or following in ",]}#"
+
     def _literal(self, token: re.Match[str]) -> str:
         try:
-            if not self._at_value():
+            if not self._at_value() or not self._ends_value(token.end()):
                 raise InterpolationError(
                     f"placeholder {_short(token.group())} outside quotes must stand for a "
                     "whole value (not a key, a table name or part of a value); "

@@ -276,6 +276,9 @@ def test_yaml_template_placeholders_become_literals() -> None:
         ("toml", 'a = "x" ${HOST}\n'),
         ("json", "{${HOST}: 1}"),
         ("json", '{"a": 1, ${HOST}: 2}'),
+        ("toml", "port = ${HOST}000\n"),
+        ("toml", "a = [${HOST}x]\n"),
+        ("json", '{"a": ${HOST}1}'),
     ],
 )
 def test_a_template_placeholder_cannot_name_a_key_or_table(fmt: str, text: str) -> None:
