@@ -43,11 +43,11 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 from _timing import Paired, measure_paired, nested_config, scaled
-from otpylib import gen_server, process
+from otpylib import gen_server
 from otpylib.gen_server import NoReply, Reply
 from otpylib.module import GEN_SERVER, OTPModule
 from otpylib.runtime import get_runtime, reset_runtime, set_runtime
@@ -64,6 +64,7 @@ from otpylib_config import (
     Source,
     _otp_compat,
 )
+from otpylib_config.supervisor import in_process
 
 HERE = Path(__file__).resolve().parent
 BASELINE_PYTHON = HERE / ".venv-029" / "bin" / "python"
@@ -84,9 +85,6 @@ BATCHES = 15  # timed batches per figure (3 with --quick)
 CALLBACK_LIMIT_S = 5.0  # a save whose callback takes longer counts as lost
 SAVE_PAUSE_S = 0.1  # quiet time between two saves, so that their events never merge
 ECHO = "benchmarks.echo"
-
-T = TypeVar("T")
-
 
 @dataclass(frozen=True)
 class Sizes:
@@ -299,24 +297,6 @@ def to_toml(config: dict[str, dict[str, int]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def in_process(body: Callable[[], Awaitable[T]], timeout: float = 300.0) -> T:
-    """Run ``body`` as an otpylib process and return its result or raise its error."""
-    outcome: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-
-    async def runner() -> None:
-        try:
-            result = await body()
-        except BaseException as exc:
-            if not outcome.done():
-                outcome.set_exception(exc)
-            raise
-        if not outcome.done():
-            outcome.set_result(result)
-
-    await process.spawn(runner)
-    return await asyncio.wait_for(outcome, timeout)
-
-
 async def puts(count: int) -> None:
     """``count`` x ``await Config.put(PATH, v)`` from a plain asyncio task, each a change
     (``v`` cycles through ``VALUES``; a freshly started tree has 42 at ``PATH``)."""
@@ -384,7 +364,7 @@ async def bare_calls(count: int) -> None:
         for _ in itertools.repeat(None, count):
             await call(ECHO, PATH, timeout=5.0)
 
-    await in_process(body)
+    await in_process(body, timeout=300.0)
 
 
 @asynccontextmanager

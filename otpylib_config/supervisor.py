@@ -117,7 +117,7 @@ async def shutdown(spec_id: str) -> None:
     name = f"otpylib_config.{spec_id}"
     pid = process.whereis(name)
     if pid is not None:
-        await _in_process(lambda: _stop_supervisor(pid))
+        await in_process(lambda: _stop_supervisor(pid))
     table = client.table_for(spec_id)
     if table is None:
         return
@@ -152,7 +152,7 @@ async def start(spec: ConfigSpec) -> ConfigTree:
     table = ConfigTable(spec)
     try:
         await load_initial(table)
-        await _in_process(
+        await in_process(
             lambda: supervisor.start_link(
                 ConfigSupervisor, init_arg=table, name=table.supervisor_name
             )
@@ -184,16 +184,27 @@ async def _ensure_runtime() -> AsyncIOBackend | None:
     return backend
 
 
-async def _in_process(body: Callable[[], Awaitable[T]]) -> T:
-    """Run ``body`` in a short-lived process (start_link and receive need one)."""
+async def in_process(body: Callable[[], Awaitable[T]], timeout: float = _START_TIMEOUT_S) -> T:
+    """Run ``body`` in a short-lived otpylib process and return its result or raise its error.
+
+    ``start_link``, ``monitor`` and ``receive`` only work inside a process; scripts and
+    tests are not in one.
+    """
     loop = asyncio.get_running_loop()
     outcome: asyncio.Future[T] = loop.create_future()
 
     async def runner() -> None:
         try:
-            outcome.set_result(await body())
-        except Exception as exc:
-            outcome.set_exception(exc)
+            result = await body()
+        except asyncio.CancelledError:
+            outcome.cancel()
+            raise
+        except BaseException as exc:
+            if not outcome.done():
+                outcome.set_exception(exc)
+            return
+        if not outcome.done():
+            outcome.set_result(result)
 
     await process.spawn(runner)
-    return await asyncio.wait_for(outcome, _START_TIMEOUT_S)
+    return await asyncio.wait_for(outcome, timeout)

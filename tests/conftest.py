@@ -1,8 +1,8 @@
 """Shared fixtures: a fresh otpylib runtime per test, and helpers to start trees.
 
-See reference/otpylib-0.5.18.md §1: one backend per test on the test's own loop, and test
-bodies that must run inside a process go through ``in_process`` so that a failed assert
-fails the test instead of silently ending the process.
+See reference/otpylib-0.5.18.md §1: one backend per test on the test's own loop. Test bodies
+that must run inside a process go through ``otpylib_config.supervisor.in_process``, so that a
+failed assert fails the test instead of silently ending the process.
 """
 
 from __future__ import annotations
@@ -10,18 +10,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import pytest_asyncio
-from otpylib import process
 from otpylib.runtime import reset_runtime, set_runtime
 from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
 
 import otpylib_config
 from otpylib_config import ConfigSpec, ConfigTree, _otp_compat
-
-T = TypeVar("T")
 
 
 @pytest_asyncio.fixture
@@ -51,25 +48,6 @@ async def start_tree(otp_runtime: AsyncIOBackend) -> AsyncIterator[StartTree]:
     yield start
     for tree in reversed(trees):
         await tree.stop()
-
-
-async def in_process(body: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
-    """Run ``body`` inside a fresh otpylib process and return its result or raise its error."""
-    loop = asyncio.get_running_loop()
-    outcome: asyncio.Future[T] = loop.create_future()
-
-    async def runner() -> None:
-        try:
-            result = await body()
-        except BaseException as exc:
-            if not outcome.done():
-                outcome.set_exception(exc)
-            raise
-        if not outcome.done():
-            outcome.set_result(result)
-
-    await process.spawn(runner)
-    return await asyncio.wait_for(outcome, timeout)
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -23,9 +23,10 @@ from otpylib_config import (
     telemetry,
 )
 from otpylib_config.client import current_table
+from otpylib_config.supervisor import in_process
 from otpylib_config.values import freeze
 
-from .conftest import Recorder, StartTree, eventually, in_process
+from .conftest import Recorder, StartTree, eventually
 
 
 async def test_timer_reload_picks_up_environment_changes(start_tree: StartTree) -> None:

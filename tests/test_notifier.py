@@ -9,8 +9,9 @@ from typing import Any
 from otpylib import process
 
 from otpylib_config import Config, DefaultsSource, FileSource, telemetry
+from otpylib_config.supervisor import in_process
 
-from .conftest import Recorder, StartTree, eventually, in_process
+from .conftest import Recorder, StartTree, eventually
 
 TC_RULES = {
     "queuemizer": {

@@ -12,8 +12,9 @@ from otpylib.module import GEN_SERVER, SUPERVISOR, OTPModule
 from otpylib.runtime.backends.asyncio_backend.backend import AsyncIOBackend
 
 from otpylib_config import _otp_compat
+from otpylib_config.supervisor import in_process
 
-from .conftest import eventually, in_process
+from .conftest import eventually
 
 
 class Worker(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"):

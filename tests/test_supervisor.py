@@ -13,8 +13,9 @@ from otpylib.supervisor import SHUTDOWN
 
 import otpylib_config
 from otpylib_config import Config, ConfigSpec, DefaultsSource, NotRunningError
+from otpylib_config.supervisor import in_process
 
-from .conftest import Recorder, eventually, in_process
+from .conftest import Recorder, eventually
 
 
 class Application(metaclass=OTPModule, behavior=SUPERVISOR, version="1.0.0"):
