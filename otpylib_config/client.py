@@ -10,6 +10,7 @@ the request is sent again to its successor, until ``ConfigSpec.write_timeout``.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from otpylib import process
@@ -34,6 +35,8 @@ _current: ConfigTable | None = None
 _tables: dict[str, ConfigTable] = {}
 _POLL_S = 0.05  # how often a waiting writer checks that the manager is still alive
 _RETRY_PAUSE_S = 0.005
+
+logger = logging.getLogger("otpylib_config")
 
 
 def register(table: ConfigTable) -> None:
@@ -167,23 +170,42 @@ async def _request(tag: Any, *args: Any) -> Any:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + table.spec.write_timeout
     while True:
-        pid = process.whereis(table.manager_name)
-        if pid is not None:
-            fut: asyncio.Future[Any] = loop.create_future()
-            try:
-                await process.send(pid, (tag, fut, *args))
-            except Exception:  # the mailbox closed under us: the manager is going down
-                pass
-            else:
-                outcome = await _wait(fut, pid, deadline)
-                if outcome is not _RETRY:
-                    return outcome
-        if loop.time() >= deadline:
+        fut: asyncio.Future[Any] = loop.create_future()
+        pid = await send_to_manager(table, (tag, fut, *args), deadline)
+        if pid is None:
             raise ConfigTimeoutError(
                 f"config manager {table.manager_name!r} did not answer within "
                 f"{table.spec.write_timeout}s"
             )
+        outcome = await _wait(fut, pid, deadline)
+        if outcome is not _RETRY:
+            return outcome
+
+
+async def send_to_manager(table: ConfigTable, message: Any, deadline: float) -> Any:
+    """Send ``message`` to the tree's manager, waiting out a restart until ``deadline`` (loop
+    time). Returns the pid it went to, or ``None`` if no manager took it in time."""
+    loop = asyncio.get_running_loop()
+    while True:
+        pid = process.whereis(table.manager_name)
+        if pid is not None:
+            try:
+                await process.send(pid, message)
+            except Exception:  # the mailbox closed under us: the manager is going down
+                pass
+            else:
+                return pid
+        if loop.time() >= deadline:
+            return None
         await asyncio.sleep(_RETRY_PAUSE_S)
+
+
+async def tell_manager(table: ConfigTable, message: Any) -> None:
+    """Send ``message``, which needs no answer, within ``write_timeout``; else log and drop it
+    (a change that is dropped is picked up by the next timer reload)."""
+    deadline = asyncio.get_running_loop().time() + table.spec.write_timeout
+    if await send_to_manager(table, message, deadline) is None:
+        logger.warning("config manager is down; dropped %.200r", message)
 
 
 class _ManagerDown(Exception):

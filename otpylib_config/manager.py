@@ -30,7 +30,7 @@ from otpylib import process
 from otpylib.gen_server import NoReply, Reply
 from otpylib.module import GEN_SERVER, OTPModule
 
-from otpylib_config import client, pipeline, push, telemetry
+from otpylib_config import client, pipeline, telemetry
 from otpylib_config.errors import ConfigError
 from otpylib_config.paths import Path
 from otpylib_config.protocol import (
@@ -163,7 +163,7 @@ def _start_reload(
 
     async def read_and_return() -> None:
         reading = await pipeline.read(table, reason, only)
-        await push.tell_manager(table, (READ, fut, reading))  # by name: survives a restart
+        await client.tell_manager(table, (READ, fut, reading))  # by name: survives a restart
 
     loop = asyncio.get_running_loop()
     task = loop.create_task(read_and_return(), context=contextvars.Context())

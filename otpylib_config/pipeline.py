@@ -1,6 +1,6 @@
 """The reload pipeline: load → merge → validate → diff → commit → publish → notify (DESIGN §5).
 
-A reload has two halves. :func:`read` does the sources' I/O and touches nothing: the manager
+A reload has two halves. :func:`read` does the sources' I/O and changes no state: the manager
 runs it in a task of its own, so a slow file system or a hanging Consul never holds up puts.
 :func:`apply` runs in the manager, one at a time, with what was read. Each step works on new
 values and the table is changed only in :func:`_commit`/:func:`publish`, after validation
@@ -65,13 +65,6 @@ class Reading:
     seq: int
     """Readings are numbered as they start; one older than what a source shows is dropped."""
     started: float
-
-
-async def reload(
-    table: ConfigTable, reason: str, only: Iterable[str] | None = None
-) -> ReloadResult:
-    """Read the sources (all, or those named in ``only``) and apply what was read."""
-    return await apply(table, await read(table, reason, only))
 
 
 async def read(

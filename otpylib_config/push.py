@@ -27,6 +27,7 @@ from otpylib import process
 from otpylib.gen_server import NoReply, Reply
 from otpylib.module import GEN_SERVER, OTPModule
 
+from otpylib_config.client import tell_manager
 from otpylib_config.errors import ConfigError
 from otpylib_config.protocol import SOURCE_CHANGED, SOURCE_FAILED
 from otpylib_config.sources.base import Source
@@ -34,7 +35,6 @@ from otpylib_config.table import ConfigTable
 
 logger = logging.getLogger("otpylib_config")
 
-_MANAGER_POLL_S = 0.05
 _STOP_TIMEOUT_S = 5.0
 _OWNER_POLL_S = 1.0
 
@@ -149,25 +149,3 @@ def _backoff(source: Source, failures: int, retry_after: float | None) -> float:
 def _describe(source: Source, exc: Exception) -> str:
     text = str(exc) or type(exc).__name__
     return text if text.startswith(f"{source.name}:") else f"{source.name}: {text}"
-
-
-async def tell_manager(table: ConfigTable, message: tuple[Any, ...]) -> None:
-    """Send ``message`` to the manager; waits out a manager restart.
-
-    Gives up after ``write_timeout``: the reload timer is the safety net.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + table.spec.write_timeout
-    while True:
-        pid = process.whereis(table.manager_name)
-        if pid is not None:
-            try:
-                await process.send(pid, message)
-            except Exception:  # its mailbox closed under us: it is restarting
-                pass
-            else:
-                return
-        if loop.time() >= deadline:
-            logger.warning("config manager is down; dropped %.200r (the timer reloads)", message)
-            return
-        await asyncio.sleep(_MANAGER_POLL_S)
