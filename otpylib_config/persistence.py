@@ -62,7 +62,9 @@ class Persistence:
             table.runtime_state.failed(error)
             logger.error("%s", error)
             telemetry.execute(
-                telemetry.SOURCE_ERROR, {"duration_s": 0.0}, {"source": "runtime", "error": error}
+                telemetry.SOURCE_ERROR,
+                {"duration_s": 0.0},
+                {"source": "runtime", "error": error, "stage": "restore"},
             )
 
 

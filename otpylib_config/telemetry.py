@@ -10,10 +10,10 @@ Events emitted by otpylib-config (measurements in brackets, then metadata keys):
 ``config.put``                [duration_s] path, value (redacted), version
 ``config.delete``             [duration_s] path, removed, version
 ``config.reload.start``       [system_time]  reason
-``config.reload.stop``        [duration_s, keys, changes]  reason, version, errors
+``config.reload.stop``        [duration_s, changes]  reason, version, errors
 ``config.reload.exception``   [duration_s]  reason, kind, error
 ``config.source.loaded``      [duration_s, keys]  source
-``config.source.error``       [duration_s]  source, error
+``config.source.error``       [duration_s]  source, error, stage (load, watch, restore)
 ``config.subscriber_error``   [count=1]  pattern, path, error
 ``config.validation_failed``  [problems]  reason, problems
 ``config.manager.restarted``  [restarts]  id
