@@ -19,11 +19,10 @@ DEFAULT_BATCHES = 7
 
 @dataclass(frozen=True)
 class Measurement:
-    """Median nanoseconds per operation over ``batches`` batches; ``n`` operations timed."""
+    """Median nanoseconds per operation over the batches; ``n`` operations timed."""
 
     median_ns: float
     n: int
-    batches: int
     per_batch_ns: tuple[float, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
@@ -36,24 +35,14 @@ class Measurement:
 
 def _summarise(per_op_ns: list[float], n: int) -> Measurement:
     median = statistics.median(per_op_ns)
-    return Measurement(median, n * len(per_op_ns), len(per_op_ns), tuple(per_op_ns))
-
-
-def measure(run: Callable[[int], object], n: int, batches: int = DEFAULT_BATCHES) -> Measurement:
-    """Time ``run(n)`` (which performs ``n`` operations) ``batches`` times after a warm-up."""
-    run(n)
-    per_op: list[float] = []
-    for _ in range(batches):
-        started = time.perf_counter_ns()
-        run(n)
-        per_op.append((time.perf_counter_ns() - started) / n)
-    return _summarise(per_op, n)
+    return Measurement(median, n * len(per_op_ns), tuple(per_op_ns))
 
 
 async def measure_async(
     run: Callable[[int], Awaitable[object]], n: int, batches: int = DEFAULT_BATCHES
 ) -> Measurement:
-    """Like :func:`measure` for a coroutine function ``run(n)``."""
+    """Time ``await run(n)`` (which performs ``n`` operations) ``batches`` times after a
+    warm-up."""
     await run(n)
     per_op: list[float] = []
     for _ in range(batches):

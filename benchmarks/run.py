@@ -11,7 +11,7 @@ DESIGN.md §9 targets on stdout (progress goes to stderr), and writes it to
 ``baseline_029.py`` run as a subprocess by ``benchmarks/.venv-029/bin/python`` (which
 ``scripts/bench`` builds); ``--no-baseline`` skips it and those rows say so.
 
-**Adding a benchmark** (e.g. "Consul write → callback"): write one ``async def`` taking a
+**Adding a benchmark**: write one ``async def`` taking a
 :class:`Context` and returning a list of :class:`Row`, and decorate it with
 ``@benchmark("name")``; it runs in registration order and its rows appear in the table and
 in ``results.json``. Latency benchmarks can hand their samples to :func:`latency_row` (see
@@ -85,6 +85,7 @@ BATCHES = 15  # timed batches per figure (3 with --quick)
 CALLBACK_LIMIT_S = 5.0  # a save whose callback takes longer counts as lost
 SAVE_PAUSE_S = 0.1  # quiet time between two saves, so that their events never merge
 ECHO = "benchmarks.echo"
+
 
 @dataclass(frozen=True)
 class Sizes:
@@ -217,6 +218,28 @@ def ratio_row(
     )
 
 
+def paired_row(
+    row_id: str,
+    name: str,
+    pair: Paired,
+    compared_with: str,
+    *,
+    target: str = "—",
+    meets: Callable[[float], bool] | None = None,
+) -> Row:
+    """A :func:`ratio_row` for two things timed in alternating batches (``pair.a`` is ours)."""
+    return ratio_row(
+        row_id,
+        name,
+        pair.a.median_ns,
+        compared_with,
+        pair.b.median_ns,
+        ratio=pair.ratio,
+        target=target,
+        meets=meets,
+    )
+
+
 def pair_json(pair: Paired, a: str, b: str) -> dict[str, Any]:
     return {a: pair.a.as_json(), b: pair.b.as_json(), "paired_ratio": round(pair.ratio, 4)}
 
@@ -295,6 +318,15 @@ def to_toml(config: dict[str, dict[str, int]]) -> str:
         lines.append(f"[{section}]")
         lines.extend(f"{key} = {value}" for key, value in keys.items())
     return "\n".join(lines) + "\n"
+
+
+PLAIN = nested_config(1, KEYS_PER_SECTION)  # what rows 1 and 2 compare against
+
+
+async def dict_gets(count: int) -> None:
+    """``count`` nested ``dict.get``s of the path every get reads: the fair baseline."""
+    for _ in itertools.repeat(None, count):
+        PLAIN.get(SECTION).get(KEY)  # type: ignore[union-attr]
 
 
 async def puts(count: int) -> None:
@@ -390,40 +422,24 @@ DICT = "`d.get(a).get(b)`"
 @benchmark("get_nowait")
 async def get_nowait_vs_dict(ctx: Context) -> list[Row]:
     """Row 1: ``Config.get_nowait(path)`` against a nested ``dict.get`` of the same path."""
-    plain = nested_config(1, KEYS_PER_SECTION)
     async with otpylib_config.running(spec(small_config())):
         get_nowait = Config.get_nowait
         if get_nowait(PATH) != 42:
             raise RuntimeError(f"get_nowait({PATH!r}) = {get_nowait(PATH)!r}, expected 42")
 
-        async def ours(count: int) -> None:  # the loop itself is synchronous, as in `plain`
+        async def ours(count: int) -> None:  # the loop itself is synchronous, as in dict_gets
             for _ in itertools.repeat(None, count):
                 get_nowait(PATH)
 
-        async def dict_get(count: int) -> None:
-            for _ in itertools.repeat(None, count):
-                plain.get(SECTION).get(KEY)  # type: ignore[union-attr]
-
-        pair = await measure_paired(ours, dict_get, ctx.n(GET_BATCH), ctx.batches)
+        pair = await measure_paired(ours, dict_gets, ctx.n(GET_BATCH), ctx.batches)
     ctx.raw["get_nowait"] = pair_json(pair, "ours", "dict_get")
-    return [
-        ratio_row(
-            "1",
-            "`Config.get_nowait(path)`",
-            pair.a.median_ns,
-            DICT,
-            pair.b.median_ns,
-            ratio=pair.ratio,
-            target="≤ 3x",
-            meets=lambda r: r <= 3,
-        )
-    ]
+    name = "`Config.get_nowait(path)`"
+    return [paired_row("1", name, pair, DICT, target="≤ 3x", meets=lambda r: r <= 3)]
 
 
 @benchmark("get")
 async def get_vs_dict_and_029(ctx: Context) -> list[Row]:
     """Row 2: ``await Config.get(path)`` against the dict and 0.2.9's ``Config.get``."""
-    plain = nested_config(1, KEYS_PER_SECTION)
     async with otpylib_config.running(spec(small_config())):
         get = Config.get
 
@@ -431,16 +447,12 @@ async def get_vs_dict_and_029(ctx: Context) -> list[Row]:
             for _ in itertools.repeat(None, count):
                 await get(PATH)
 
-        async def dict_get(count: int) -> None:
-            for _ in itertools.repeat(None, count):
-                plain.get(SECTION).get(KEY)  # type: ignore[union-attr]
-
-        pair = await measure_paired(ours, dict_get, ctx.n(GET_BATCH), ctx.batches)
+        pair = await measure_paired(ours, dict_gets, ctx.n(GET_BATCH), ctx.batches)
     old_ns, missing = ctx.baseline_ns("get")
     ctx.raw["get"] = pair_json(pair, "ours", "dict_get")
     name = "`await Config.get(path)`"
     return [
-        ratio_row("2a", name, pair.a.median_ns, DICT, pair.b.median_ns, ratio=pair.ratio),
+        paired_row("2a", name, pair, DICT),
         ratio_row(
             "2b",
             name,
@@ -467,13 +479,11 @@ async def put_vs_call_and_029(ctx: Context) -> list[Row]:
     ctx.raw["put"] = pair_json(pair, "ours", "bare_gen_server_call")
     name = "`await Config.put(path, v)`, 100 keys"
     return [
-        ratio_row(
+        paired_row(
             "3a",
             name,
-            pair.a.median_ns,
+            pair,
             "bare `gen_server.call(timeout=5.0)` to an echo gen_server",
-            pair.b.median_ns,
-            ratio=pair.ratio,
             target="≤ 1x",
             meets=lambda r: r <= 1,
         ),
@@ -517,15 +527,8 @@ async def put_on_big_config(ctx: Context) -> list[Row]:
     ctx.raw["put_big"] = {"keys": keys, "start_ns": start_ns, **pair_json(pair, "ours", "ours_100")}
     name = f"`await Config.put(path, v)`, {keys:,} keys"
     return [
-        ratio_row(
-            "4a",
-            name,
-            pair.a.median_ns,
-            "the same put on 100 keys",
-            pair.b.median_ns,
-            ratio=pair.ratio,
-            target="≤ 3x",
-            meets=lambda r: r <= 3,
+        paired_row(
+            "4a", name, pair, "the same put on 100 keys", target="≤ 3x", meets=lambda r: r <= 3
         ),
         ratio_row(
             "4b",
@@ -570,13 +573,11 @@ async def put_with_subscriptions(ctx: Context) -> list[Row]:
         **pair_json(pair, "ours", "none"),
     }
     return [
-        ratio_row(
+        paired_row(
             "5",
             f"`await Config.put` with {count:,} non-matching subscriptions",
-            pair.a.median_ns,
+            pair,
             "the same put with none",
-            pair.b.median_ns,
-            ratio=pair.ratio,
             target="≤ 1.5x",
             meets=lambda r: r <= 1.5,
         )
