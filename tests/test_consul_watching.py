@@ -265,3 +265,26 @@ async def test_a_rejected_write_is_not_cached_and_a_failed_reload_is_retried(
     # ...and is retried when the held query next answers, with no new write
     await eventually(lambda: Config.get_nowait("a") == 2)
     await eventually(lambda: '"Mg=="' in cache.read_text())  # saved once accepted
+
+
+async def test_a_type_change_is_a_change(start_tree: StartTree, consul: ConsulServer) -> None:
+    consul.put("myapp/config/flag", "1")
+    recorder = await start(start_tree, kv(consul))
+
+    consul.put("myapp/config/flag", "true")  # 1 == True in Python, but not in a config
+
+    assert await recorder.settled(1) == [("flag", 1, True)]
+
+
+async def test_a_write_is_read_once_by_the_blocking_query(
+    start_tree: StartTree, consul: ConsulServer
+) -> None:
+    consul.put("myapp/config/a", "1")
+    recorder = await start(start_tree, kv(consul))
+    await eventually(lambda: consul.waiting > 0)
+    consul.clear_requests()
+
+    consul.put("myapp/config/a", "2")
+    await recorder.settled(1)
+
+    assert [r for r in consul.kv_requests("GET") if not r.blocking] == []

@@ -281,3 +281,18 @@ async def test_the_token_never_follows_a_redirect() -> None:
 
     assert seen == ["s3cret"]
     assert "s3cret" not in str(failure.value)
+
+
+async def test_json_that_is_not_config_data_names_the_key(consul: ConsulServer) -> None:
+    consul.put("myapp/config/limits", '{"a.b": 1}')
+
+    with pytest.raises(SourceError, match=r"'myapp/config/limits': .*cannot be a path segment"):
+        await source(consul).load()
+
+
+async def test_document_mode_explains_every_path_with_the_key(consul: ConsulServer) -> None:
+    index = consul.put("myapp/config.toml", "[server]\nport = 8080\n")
+    kv = ConsulSource(key="myapp/config.toml", url=consul.url, environ={})
+    await load_and_accept(kv)
+
+    assert kv.origin(("server", "port")) == f"consul:myapp/config.toml (ModifyIndex {index})"

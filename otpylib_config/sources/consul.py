@@ -34,14 +34,13 @@ from typing import Any
 import aiohttp
 import anyio.to_thread
 
-from otpylib_config.errors import SourceError
+from otpylib_config.errors import InvalidValueError, SourceError
 from otpylib_config.parsers import FORMATS_BY_SUFFIX, ParseError, check_format, parse
-from otpylib_config.paths import GLOB_CHARS
 from otpylib_config.persistence import write_json_atomically
 from otpylib_config.sources.base import Changed, Source
 from otpylib_config.sources.consul_kv import ConsulError, Entry, KVClient, KVRead, decode_entries
 from otpylib_config.sources.env import coerce
-from otpylib_config.values import Section, freeze
+from otpylib_config.values import Section, check_key, freeze, same
 
 logger = logging.getLogger("otpylib_config")
 
@@ -49,6 +48,8 @@ DEFAULT_URL = "http://127.0.0.1:8500"
 TOKEN_ENV = "CONSUL_HTTP_TOKEN"
 
 KeyPath = tuple[str, ...]
+Decoded = tuple[Section, dict[KeyPath, str], list[Any]]
+"""A read, decoded: the layer, each path's origin, and Consul's JSON for the cache."""
 
 
 class ConsulSource(Source):
@@ -56,8 +57,8 @@ class ConsulSource(Source):
 
     ``token`` (else ``$CONSUL_HTTP_TOKEN``) is sent as ``X-Consul-Token``. ``wait``: how
     long one blocking query may be held. ``timeout``: the bound on a plain read (and the
-    margin on a blocking one); a reload waits for it inside the manager, so keep it well
-    below ``ConfigSpec.write_timeout``. ``min_interval``: the least time between queries.
+    margin on a blocking one); keep it below ``ConfigSpec.write_timeout``, which bounds
+    ``Config.reload()``. ``min_interval``: the least time between queries.
     """
 
     def __init__(
@@ -99,19 +100,31 @@ class ConsulSource(Source):
         self._seen: Section | None = None
         self._origins: dict[KeyPath, str] = {}
         self._cached_document: list[Any] | None = None
-        self._loaded: tuple[Section, dict[KeyPath, str], list[Any]] | None = None
+        self._loaded: Decoded | None = None
+        """What ``load`` returned, until the tree accepts it."""
+        self._pending: Decoded | None = None
+        """What ``watch`` last read and reported: the next ``load`` takes it instead of
+        reading Consul again."""
+        self._resync = False
+        """A watch failed: the next one reports its first answer even if nothing changed,
+        so that the manager's reload clears the failure from ``status()``."""
 
     # -- loading ---------------------------------------------------------------------------
 
     async def load(self) -> Section:
-        try:
-            async with self._client() as client:
-                read = await client.read(self.key, recurse=self.recurse, timeout=self.timeout)
-            layer, origins = self._decode(read)
-        except ConsulError as exc:
-            raise SourceError(self.name, str(exc), fallback=await self._fallback()) from None
-        self._loaded = (layer, origins, read.document)
-        return layer
+        decoded, self._pending = self._pending, None
+        if decoded is None:
+            try:
+                decoded = await self._read()
+            except ConsulError as exc:
+                raise SourceError(self.name, str(exc), fallback=await self._fallback()) from None
+        self._loaded = decoded
+        return decoded[0]
+
+    async def _read(self) -> Decoded:
+        async with self._client() as client:
+            read = await client.read(self.key, recurse=self.recurse, timeout=self.timeout)
+        return (*self._decode(read), read.document)
 
     async def accepted(self, layer: Section) -> None:
         """Only now is ``layer`` what the tree serves: remember it, and cache it on disk."""
@@ -122,7 +135,7 @@ class ConsulSource(Source):
         await self._save(document)
 
     def origin(self, path: KeyPath) -> str:
-        return self._origins.get(path) or self.name
+        return self._origins.get(path) or self._origins.get(()) or self.name
 
     # -- watching --------------------------------------------------------------------------
 
@@ -132,8 +145,15 @@ class ConsulSource(Source):
 
     async def watch(self, changed: Changed) -> None:
         """Blocking queries until cancelled; raises :class:`ConsulError` on any failure."""
+        try:
+            await self._follow(changed)
+        except BaseException:
+            self._resync = True
+            raise
+
+    async def _follow(self, changed: Changed) -> None:
         loop = asyncio.get_running_loop()
-        index, connected, last_query = 0, False, float("-inf")
+        index, last_query = 0, float("-inf")
         async with self._client() as client:
             while True:
                 await asyncio.sleep(max(0.0, last_query + self.min_interval - loop.time()))
@@ -149,10 +169,12 @@ class ConsulSource(Source):
                     index = 0
                     continue
                 index = read.index
+                layer, origins = self._decode(read)
                 # Compared on every answer, not only on a new index: a reload that failed
                 # or was rejected after an earlier answer is retried at the next one.
-                if not connected or self._decode(read)[0] != self._seen:
-                    connected = True
+                if self._resync or not same(layer, self._seen):
+                    self._resync = False
+                    self._pending = (layer, origins, read.document)
                     await changed()
 
     # -- decoding --------------------------------------------------------------------------
@@ -172,7 +194,7 @@ class ConsulSource(Source):
             if path is None:
                 continue
             _claim(path, entry.key, owners, folders)
-            _place(tree, path, _value(entry))
+            _place(tree, path, _value(entry, path))
             origins[path] = f"consul:{entry.key} (ModifyIndex {entry.modify_index})"
         layer = freeze(tree)
         assert isinstance(layer, Section)
@@ -184,12 +206,11 @@ class ConsulSource(Source):
         if not relative or relative.endswith("/"):
             return None
         segments = tuple(relative.split("/"))
-        for segment in segments:
-            if not segment or "." in segment or GLOB_CHARS.intersection(segment):
-                raise ConsulError(
-                    f"Consul key {key!r} cannot be a config path: segment {segment!r} is "
-                    "empty or contains '.' or a glob character"
-                )
+        try:
+            for segment in segments:
+                check_key(segment, relative)
+        except InvalidValueError as exc:
+            raise ConsulError(f"Consul key {key!r} cannot be a config path: {exc}") from None
         return segments
 
     def _document_layer(self, entries: tuple[Entry, ...]) -> tuple[Section, dict[KeyPath, str]]:
@@ -270,7 +291,7 @@ def _document_format(key: str, fmt: str | None) -> str:
     return check_format(fmt)
 
 
-def _value(entry: Entry) -> Any:
+def _value(entry: Entry, path: KeyPath) -> Any:
     if entry.value is None:
         return ""
     try:
@@ -280,8 +301,8 @@ def _value(entry: Entry) -> Any:
             f"Consul key {entry.key!r}: value is not valid UTF-8 (byte {exc.start})"
         ) from None
     try:
-        return coerce(text)
-    except ValueError as exc:
+        return freeze(coerce(text), ".".join(path))
+    except ValueError as exc:  # InvalidValueError too: JSON with NaN or a dotted key
         raise ConsulError(f"Consul key {entry.key!r}: {exc}") from None
 
 
