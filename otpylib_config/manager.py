@@ -180,7 +180,9 @@ async def _read(
 
 
 async def _source_failed(state: ManagerState, name: str, error: str) -> None:
-    pipeline.record_failure(state.table, name, error, stage="watch")
+    source = state.table.sources.get(name)
+    if source is not None:
+        state.table.record_failure(source, error, stage="watch")
 
 
 async def _tick(state: ManagerState) -> None:

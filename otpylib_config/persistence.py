@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
-from otpylib_config import telemetry
 from otpylib_config.errors import ConfigError, SourceError
 from otpylib_config.paths import parse_path
 from otpylib_config.sources.runtime import Override, Overrides
@@ -59,13 +58,7 @@ class Persistence:
             aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
             os.replace(self.path, aside)
             error = f"cannot restore overrides from {self.path} ({exc}); moved it to {aside}"
-            table.runtime_state.failed(error)
-            logger.error("%s", error)
-            telemetry.execute(
-                telemetry.SOURCE_ERROR,
-                {"duration_s": 0.0},
-                {"source": "runtime", "error": error, "stage": "restore"},
-            )
+            table.record_failure(table.runtime_state, error, stage="restore")
 
 
 def _entries(node: Any, prefix: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:

@@ -27,7 +27,16 @@ from otpylib_config.snapshot import Snapshot
 from otpylib_config.sources.base import Source
 from otpylib_config.sources.runtime import Overrides
 from otpylib_config.table import ConfigTable
-from otpylib_config.tree import MISSING, diff, get_in, leaves, merge, remove_in, set_in
+from otpylib_config.tree import (
+    MISSING,
+    diff,
+    get_in,
+    leaf_items,
+    merge,
+    remove_in,
+    set_in,
+    value_at,
+)
 from otpylib_config.values import Section
 
 logger = logging.getLogger("otpylib_config")
@@ -38,10 +47,11 @@ async def load_initial(table: ConfigTable) -> None:
     ``ValidationError`` of an invalid configuration: a tree never starts on bad config."""
     table.configure_sources()
     await table.persistence.restore(table)
-    loaded, errors = _sort(table, await read(table, "start", announce=False))
-    for name, message in errors.items():
-        if table.sources[name].source.required and name not in loaded:
-            raise SourceError(name, message.removeprefix(f"{name}: "))
+    reading = await read(table, "start", announce=False)
+    loaded, errors = _sort(table, reading)
+    for name, (_, error, _) in zip(reading.names, reading.results, strict=True):
+        if error is not None and table.sources[name].source.required and name not in loaded:
+            raise error
     layers = _layers(table, loaded)
     base = merge(layers)
     tree = table.overrides.apply(base)
@@ -51,7 +61,7 @@ async def load_initial(table: ConfigTable) -> None:
     await _accepted(table, loaded, errors)
 
 
-Result = tuple[Section | None, str | None, float]
+Result = tuple[Section | None, SourceError | None, float]
 """One source's load: ``(layer, None, seconds)`` or ``(fallback or None, error, seconds)``."""
 
 
@@ -194,15 +204,16 @@ def _commit(
         else:
             table.sources[name].succeeded(layer)
     table.base = base
-    table.redactor.replace_leaves(
-        frozenset(
-            ".".join(path)
-            for state in table.sources.values()
-            if state.source.secret
-            for path in leaves(state.layer, ())
-            if path and not isinstance(get_in(state.layer, path), Section)
+    if any(table.sources[name].source.secret for name in loaded):
+        table.redactor.replace_leaves(
+            frozenset(
+                ".".join(path)
+                for state in table.sources.values()
+                if state.source.secret
+                for path, leaf in leaf_items(state.layer, ())
+                if path and not isinstance(leaf, Section)
+            )
         )
-    )
 
 
 def _sort(table: ConfigTable, reading: Reading) -> tuple[dict[str, Section], dict[str, str]]:
@@ -225,29 +236,9 @@ def _sort(table: ConfigTable, reading: Reading) -> tuple[dict[str, Section], dic
             continue
         if layer is not None and state.last_success is None:
             loaded[name] = layer  # its saved fallback, until it loads for real
-        errors[name] = error or ""
-        record_failure(table, name, error or "", stage="load", duration=duration)
+        errors[name] = str(error)
+        table.record_failure(state, str(error), stage="load", duration=duration)
     return loaded, errors
-
-
-def record_failure(
-    table: ConfigTable, name: str, error: str, *, stage: str, duration: float = 0.0
-) -> None:
-    """A source failed to ``load`` or to ``watch``: it keeps its last good layer, and the
-    error goes to ``status()``, the log and telemetry."""
-    state = table.sources.get(name)
-    if state is None:
-        return
-    repeated = state.last_error == error
-    state.failed(error)
-    table.counters[f"source_{stage}_errors"] += 1
-    log = logger.debug if repeated else logger.warning  # an outage is one warning, not many
-    log("config source %s failed to %s, keeping its last good layer: %s", name, stage, error)
-    telemetry.execute(
-        telemetry.SOURCE_ERROR,
-        {"duration_s": duration},
-        {"source": name, "error": error, "stage": stage},
-    )
 
 
 async def _load_one(source: Source) -> Result:
@@ -255,10 +246,10 @@ async def _load_one(source: Source) -> Result:
     try:
         layer = await source.load()
     except SourceError as exc:
-        return exc.fallback, str(exc), time.perf_counter() - started
+        return exc.fallback, exc, time.perf_counter() - started
     except Exception as exc:  # a source bug must not take the manager down
         logger.exception("config source %s raised", source.name)
-        error = f"{source.name}: {type(exc).__name__}: {exc}"
+        error = SourceError(source.name, f"{type(exc).__name__}: {exc}")
         return None, error, time.perf_counter() - started
     return layer, None, time.perf_counter() - started
 
@@ -267,18 +258,14 @@ def _emit_changes(table: ConfigTable, old: Section, new: Section, changed: list[
     assert table.snapshot is not None
     for leaf in changed:
         path = ".".join(leaf)
-        old_value, new_value = get_in(old, leaf), get_in(new, leaf)
+        old_value, new_value = value_at(old, leaf), value_at(new, leaf)
         telemetry.execute(
             telemetry.CHANGED,
             {"changes": 1},
             {
                 "path": path,
-                "old_value": table.redactor.value(
-                    path, None if old_value is MISSING else old_value
-                ),
-                "new_value": table.redactor.value(
-                    path, None if new_value is MISSING else new_value
-                ),
+                "old_value": table.redactor.value(path, old_value),
+                "new_value": table.redactor.value(path, new_value),
                 "version": table.snapshot.version,
             },
         )

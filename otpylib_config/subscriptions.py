@@ -16,7 +16,7 @@ from typing import Any
 
 from otpylib_config.paths import Path
 from otpylib_config.patterns import PatternIndex
-from otpylib_config.tree import MISSING, get_in
+from otpylib_config.tree import value_at
 from otpylib_config.values import Section, same
 
 Callback = Callable[[str, Any, Any], Awaitable[None] | None]
@@ -61,6 +61,7 @@ class Subscriptions:
     def __init__(self) -> None:
         self.index: PatternIndex[Subscription] = PatternIndex()
         self.by_id: dict[int, Subscription] = {}
+        self.by_owner: dict[Any, dict[int, Subscription]] = {}
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -71,21 +72,27 @@ class Subscriptions:
             return False
         self.by_id[sub.id] = sub
         self.index.add(sub.segments, sub)
+        if sub.owner is not None:
+            self.by_owner.setdefault(sub.owner, {})[sub.id] = sub
         return True
 
     def remove(self, sub_id: int) -> Subscription | None:
         sub = self.by_id.pop(sub_id, None)
         if sub is not None:
             self.index.remove(sub.segments, sub)
+            owned = self.by_owner.get(sub.owner, {})
+            owned.pop(sub.id, None)
+            if not owned:
+                self.by_owner.pop(sub.owner, None)
             sub.active = False
             sub.pending.clear()
         return sub
 
     def owned_by(self, owner: Any) -> list[Subscription]:
-        return [sub for sub in self.by_id.values() if sub.owner == owner]
+        return list(self.by_owner.get(owner, {}).values())
 
     def owners(self) -> set[Any]:
-        return {sub.owner for sub in self.by_id.values() if sub.owner is not None}
+        return set(self.by_owner)
 
     def events(
         self, changed: Iterable[Path], old: Section, new: Section
@@ -98,11 +105,6 @@ class Subscriptions:
             for sub, depth in self.index.deepest_matches(leaf).items():
                 nodes.setdefault(sub, {})[leaf[:depth]] = None
         return {
-            sub: [(".".join(p), _value(old, p), _value(new, p)) for p in paths]
+            sub: [(".".join(p), value_at(old, p), value_at(new, p)) for p in paths]
             for sub, paths in nodes.items()
         }
-
-
-def _value(tree: Section, path: Path) -> Any:
-    value = get_in(tree, path)
-    return None if value is MISSING else value

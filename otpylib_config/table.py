@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from otpylib_config import telemetry
 from otpylib_config.persistence import Persistence
 from otpylib_config.redact import Redactor
 from otpylib_config.snapshot import Snapshot
@@ -24,6 +26,8 @@ from otpylib_config.spec import ConfigSpec
 from otpylib_config.subscriptions import Subscription, Subscriptions
 from otpylib_config.validation import Validator
 from otpylib_config.values import EMPTY, Section
+
+logger = logging.getLogger("otpylib_config")
 
 
 @dataclass(eq=False)
@@ -106,6 +110,27 @@ class ConfigTable:
         self.validator = Validator(self.spec.schema, self.spec.validators)
         self.persistence = Persistence(self.spec.runtime.path)
         self.profile = self.spec.resolved_profile()
+
+    def record_failure(
+        self, state: SourceState, error: str, *, stage: str, duration: float = 0.0
+    ) -> None:
+        """A source failed to load, watch or restore: it keeps its last good layer, and the
+        error goes to ``status()``, the log (one warning per distinct error) and telemetry."""
+        repeated = state.last_error == error
+        state.failed(error)
+        self.counters[f"source_{stage}_errors"] += 1
+        log = logger.debug if repeated else logger.warning
+        log(
+            "config source %s failed (%s), keeping its last good layer: %s",
+            state.source.name,
+            stage,
+            error,
+        )
+        telemetry.execute(
+            telemetry.SOURCE_ERROR,
+            {"duration_s": duration},
+            {"source": state.source.name, "error": error, "stage": stage},
+        )
 
     def configure_sources(self) -> None:
         context = SourceContext(profile=self.profile, watch_debounce=self.spec.watch_debounce)

@@ -117,18 +117,29 @@ def _diff(a: Any, b: Any, prefix: Path, out: list[Path]) -> None:
         out.extend(leaves(b, prefix))
 
 
-def leaves(value: Any, prefix: Path) -> Iterator[Path]:
-    """Paths of every leaf in ``value`` (``prefix`` itself if it is a leaf)."""
+def leaf_items(value: Any, prefix: Path) -> Iterator[tuple[Path, Any]]:
+    """``(path, leaf)`` for every leaf in ``value`` (an empty section counts as a leaf)."""
     if isinstance(value, Section) and value:
         for key, child in value.items():
-            yield from leaves(child, (*prefix, key))
+            yield from leaf_items(child, (*prefix, key))
     else:
-        yield prefix
+        yield prefix, value
+
+
+def leaves(value: Any, prefix: Path) -> Iterator[Path]:
+    """Paths of every leaf in ``value`` (``prefix`` itself if it is a leaf)."""
+    return (path for path, _ in leaf_items(value, prefix))
 
 
 def flatten(tree: Section) -> dict[str, Any]:
-    """``{"a.b": leaf}`` for every leaf; for dumps and hashing."""
-    return {".".join(path): get_in(tree, path) for path in leaves(tree, ()) if path}
+    """``{"a.b": leaf}`` for every leaf."""
+    return {".".join(path): leaf for path, leaf in leaf_items(tree, ()) if path}
+
+
+def value_at(tree: Section, path: Path) -> Any:
+    """The value at ``path``, or ``None`` where there is none (how events report absence)."""
+    value = get_in(tree, path)
+    return None if value is MISSING else value
 
 
 def _with(section: Section, key: str, value: Any) -> Section:
