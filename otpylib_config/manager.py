@@ -57,7 +57,7 @@ class ManagerState:
 
     table: ConfigTable
     pid: Any
-    timer: str | None = None
+    timer_reading: bool = False  # a timer reload is reading: the next tick skips its reload
     monitors: dict[Any, str] = field(default_factory=dict)  # subscriber pid -> monitor ref
 
 
@@ -174,6 +174,8 @@ def _start_reload(
 async def _read(
     state: ManagerState, fut: asyncio.Future[Any] | None, reading: pipeline.Reading
 ) -> None:
+    if reading.reason == "timer":
+        state.timer_reading = False
     result = await pipeline.apply(state.table, reading)
     if fut is not None:
         _resolve(fut, result)
@@ -186,15 +188,18 @@ async def _source_failed(state: ManagerState, name: str, error: str) -> None:
 
 
 async def _tick(state: ManagerState) -> None:
-    state.timer = None
-    _start_reload(state.table, "timer", None, None)
+    """Reload every source, unless the last timer reload is still reading (a stuck mount
+    must not pile up a reading per tick)."""
+    if not state.timer_reading:
+        state.timer_reading = True
+        _start_reload(state.table, "timer", None, None)
     await _arm_timer(state)
 
 
 async def _arm_timer(state: ManagerState) -> None:
     interval = state.table.spec.reload_interval
-    if interval is not None and state.timer is None:
-        state.timer = await process.send_after(interval, state.pid, (TICK,))
+    if interval is not None:
+        await process.send_after(interval, state.pid, (TICK,))
 
 
 # -- subscriptions -----------------------------------------------------------------------

@@ -32,7 +32,7 @@ from otpylib_config.notifier import ConfigNotifier
 from otpylib_config.pipeline import load_initial
 from otpylib_config.protocol import DOWN
 from otpylib_config.spec import ConfigSpec
-from otpylib_config.table import ConfigTable
+from otpylib_config.table import ConfigTable, supervisor_name
 
 logger = logging.getLogger("otpylib_config")
 
@@ -114,8 +114,7 @@ async def shutdown(spec_id: str) -> None:
     (so that nothing restarts the tree): otpylib 0.5.18's nested supervisors ignore their
     parent's shutdown (reference/otpylib-0.5.18.md §3).
     """
-    name = f"otpylib_config.{spec_id}"
-    pid = process.whereis(name)
+    pid = process.whereis(supervisor_name(spec_id))
     if pid is not None:
         await in_process(lambda: _stop_supervisor(pid))
     table = client.table_for(spec_id)

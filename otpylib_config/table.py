@@ -30,6 +30,11 @@ from otpylib_config.values import EMPTY, Section
 logger = logging.getLogger("otpylib_config")
 
 
+def supervisor_name(spec_id: str) -> str:
+    """The registered name of tree ``spec_id``; its processes' names start with it."""
+    return f"otpylib_config.{spec_id}"
+
+
 @dataclass(eq=False)
 class SourceState:
     """A source's last good layer and its health."""
@@ -139,18 +144,18 @@ class ConfigTable:
 
     @property
     def manager_name(self) -> str:
-        return f"otpylib_config.{self.spec.id}.manager"
+        return f"{self.supervisor_name}.manager"
 
     @property
     def notifier_name(self) -> str:
-        return f"otpylib_config.{self.spec.id}.notifier"
+        return f"{self.supervisor_name}.notifier"
 
     def watcher_name(self, source: str) -> str:
-        return f"otpylib_config.{self.spec.id}.watch.{source}"
+        return f"{self.supervisor_name}.watch.{source}"
 
     @property
     def supervisor_name(self) -> str:
-        return f"otpylib_config.{self.spec.id}"
+        return supervisor_name(self.spec.id)
 
     def status(self, manager_running: bool) -> Status:
         snapshot = self.snapshot or Snapshot()

@@ -202,3 +202,16 @@ async def test_a_reading_that_finishes_late_never_overwrites_a_newer_one(
     source.gates[1].set()
     late = await first
     assert late.changed == () and Config.get_nowait("a") == 2  # 1 came too late
+
+
+async def test_a_stuck_timer_reload_does_not_pile_up_readings(start_tree: StartTree) -> None:
+    source = ScriptedSource()
+    source.gates[1] = asyncio.Event()  # the first timer reload never finishes reading
+    await start_tree(sources=[source], reload_interval=0.01)
+    await eventually(lambda: source.loads == 2)
+
+    await asyncio.sleep(0.2)  # about twenty ticks
+
+    assert source.loads == 2
+    source.gates[1].set()
+    await eventually(lambda: source.loads > 2)  # the next tick reloads again
