@@ -1,12 +1,13 @@
 """Turn the bytes of a configuration document into a frozen layer, by format.
 
-Kept apart from where the bytes come from, so files and (later) Consul keys that hold a
-whole document share one parser per format. Parse errors carry the line where known.
+Kept apart from where the bytes come from, so files and Consul keys that hold a whole
+document share one parser per format. Parse errors carry the line where known.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,14 @@ FORMATS_BY_SUFFIX = {".toml": "toml", ".json": "json", ".yaml": "yaml", ".yml": 
 
 class ParseError(ValueError):
     """The document is not valid in its format; the message says where."""
+
+
+def format_of(name: str, fmt: str | None) -> str:
+    """``fmt``, or the format ``name``'s suffix implies; ``ValueError`` if neither tells."""
+    fmt = fmt or FORMATS_BY_SUFFIX.get(os.path.splitext(name)[1].lower())
+    if fmt is None:
+        raise ValueError(f"cannot tell the format of {name!r} from its suffix; pass format=")
+    return check_format(fmt)
 
 
 def check_format(fmt: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from otpylib_config.redact import DEFAULT_SECRET_PATTERNS
 from otpylib_config.sources.base import Source
 from otpylib_config.sources.runtime import RuntimeSource
+from otpylib_config.watcher import DEFAULT_DEBOUNCE
 
 DEFAULT_RELOAD_INTERVAL = 30.0
 DEFAULT_WRITE_TIMEOUT = 5.0
@@ -45,7 +46,7 @@ class ConfigSpec:
     profile_env: str | None = "CONFIG_PROFILE"
     schema: Any = None
     validators: Mapping[str, Any] = field(default_factory=dict)
-    watch_debounce: float = 0.05
+    watch_debounce: float = DEFAULT_DEBOUNCE
     runtime: RuntimeSource = field(init=False)
 
     def resolved_profile(self) -> str | None:

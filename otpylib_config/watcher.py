@@ -102,7 +102,8 @@ class FileWatcher:
     ``on_change(key)`` on the event loop, debounced per key, after files change.
 
     ``watch``, ``start`` and ``stop`` are called on the loop thread (``stop`` may also be
-    called before ``start``). ``loop`` defaults to the loop running when ``start()`` is called.
+    called before ``start``); events are handed to the loop running when ``start()`` is
+    called.
     """
 
     def __init__(
@@ -110,13 +111,11 @@ class FileWatcher:
         on_change: Callable[[str], None],
         *,
         debounce: float = DEFAULT_DEBOUNCE,
-        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         if debounce < 0:
             raise ValueError(f"debounce must be >= 0 seconds, got {debounce!r}")
         self._on_change = on_change
         self._debounce = debounce
-        self._given_loop = loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._observer: BaseObserver | None = None
         self._watched: dict[str, _Watched] = {}
@@ -153,7 +152,7 @@ class FileWatcher:
         """Start the observer thread; a second call while running does nothing."""
         if self._observer is not None:
             return
-        self._loop = self._given_loop or asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         observer = Observer()
         try:
             for directory in {w.directory for w in self._watched.values()}:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from otpylib_config.paths import Path
 from otpylib_config.values import Section
+from otpylib_config.watcher import DEFAULT_DEBOUNCE
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class SourceContext:
     """What a tree tells its sources once, before the first load."""
 
     profile: str | None = None
-    watch_debounce: float = 0.05
+    watch_debounce: float = DEFAULT_DEBOUNCE
     """Seconds a watched file must be quiet after an event before it counts as changed."""
 
 

@@ -35,7 +35,7 @@ import aiohttp
 import anyio.to_thread
 
 from otpylib_config.errors import InvalidValueError, SourceError
-from otpylib_config.parsers import FORMATS_BY_SUFFIX, ParseError, check_format, parse
+from otpylib_config.parsers import ParseError, format_of, parse
 from otpylib_config.persistence import write_json_atomically
 from otpylib_config.sources.base import Changed, Source
 from otpylib_config.sources.consul_kv import ConsulError, Entry, KVClient, KVRead, decode_entries
@@ -84,7 +84,7 @@ class ConsulSource(Source):
             raise ValueError("ConsulSource takes either a prefix or a key=, not both")
         self.key = _key_or_prefix(prefix, key)
         self.recurse = prefix is not None
-        self.format = None if self.recurse else _document_format(self.key, format)
+        self.format = None if self.recurse else format_of(self.key, format)
         self.url = url
         environ = os.environ if environ is None else environ
         self._token = token if token is not None else environ.get(TOKEN_ENV) or None
@@ -281,14 +281,6 @@ def _key_or_prefix(prefix: str | None, key: str | None) -> str:
     if key is not None and (not key or key.endswith("/")):
         raise ValueError(f"ConsulSource(key=...) names one key, got {key!r}")
     return text
-
-
-def _document_format(key: str, fmt: str | None) -> str:
-    suffix = os.path.splitext(key)[1].lower()
-    fmt = fmt or FORMATS_BY_SUFFIX.get(suffix)
-    if fmt is None:
-        raise ValueError(f"cannot tell the format of Consul key {key!r}; pass format=")
-    return check_format(fmt)
 
 
 def _value(entry: Entry, path: KeyPath) -> Any:

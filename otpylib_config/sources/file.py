@@ -17,11 +17,11 @@ import anyio.to_thread
 
 from otpylib_config.errors import SourceError
 from otpylib_config.interpolate import InterpolationError, expand_layer, render_templates
-from otpylib_config.parsers import FORMATS_BY_SUFFIX, ParseError, check_format, parse
+from otpylib_config.parsers import ParseError, format_of, parse
 from otpylib_config.paths import Path as KeyPath
 from otpylib_config.sources.base import Changed, Source, SourceContext
 from otpylib_config.values import Section
-from otpylib_config.watcher import DEFAULT_DEBOUNCE, watch_paths
+from otpylib_config.watcher import watch_paths
 
 PROFILE = "{profile}"
 
@@ -47,17 +47,10 @@ class FileSource(Source):
     ) -> None:
         self.template = os.fspath(path)
         self.path = Path(self.template)
-        fmt = format or FORMATS_BY_SUFFIX.get(self.path.suffix.lower())
-        if fmt is None:
-            raise ValueError(
-                f"cannot tell the format of {self.template!r} from its suffix; "
-                f"pass format='toml', 'json' or 'yaml'"
-            )
-        self.format = check_format(fmt)
-        self.optional = optional
+        self.format = format_of(self.template, format)
         self.required = not optional
         self.watched = watch
-        self._debounce = DEFAULT_DEBOUNCE
+        self._debounce = SourceContext.watch_debounce
         self.secret = secret
         self.name = name or f"file:{self.template}"
         self._environ = environ
@@ -91,7 +84,7 @@ class FileSource(Source):
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
-            if self.optional:
+            if not self.required:
                 return Section()
             raise SourceError(self.name, f"file not found: {self.path}") from None
         except OSError as exc:
