@@ -202,7 +202,7 @@ async def send_to_manager(table: ConfigTable, message: Any, deadline: float) -> 
 
 async def tell_manager(table: ConfigTable, message: Any) -> None:
     """Send ``message``, which needs no answer, within ``write_timeout``; else log and drop it
-    (a change that is dropped is picked up by the next timer reload)."""
+    (a dropped change waits for the next reload: the timer's, if the spec has one)."""
     deadline = asyncio.get_running_loop().time() + table.spec.write_timeout
     if await send_to_manager(table, message, deadline) is None:
         logger.warning("config manager is down; dropped %.200r", message)

@@ -3,9 +3,10 @@
 A reload has two halves. :func:`read` does the sources' I/O and changes no state: the manager
 runs it in a task of its own, so a slow file system or a hanging Consul never holds up puts.
 :func:`apply` runs in the manager, one at a time, with what was read. Each step works on new
-values and the table is changed only in :func:`_commit`/:func:`publish`, after validation
-passed and the runtime layer (if persisted) is on disk: a failure at any step leaves the
-last good configuration serving.
+values; the configuration in the table (layers, base, snapshot) changes only in
+:func:`_commit`/:func:`publish`, after validation passed and the runtime layer (if
+persisted) is on disk, so a failure at any step leaves the last good configuration serving.
+Source health and counters are recorded as they happen.
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 The supervisor's child specs pass the same ``ConfigTable`` to every restart of the manager
 and the notifier, so the runtime layer, the subscriptions, each source's last good layer and
-the published snapshot survive any crash. Only the manager writes it (readers only read
-``snapshot``); the notifier takes subscriptions from ``ready``.
+the published snapshot survive any crash. The configuration in it (layers, overrides,
+snapshot, subscriptions) is written by the manager only; readers only read ``snapshot``,
+the notifier takes subscriptions from ``ready``, and reload readings and watch loops keep
+their tasks in ``tasks`` and ``watch_tasks`` so that ``shutdown`` can cancel them.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ class ConfigTable:
     subscriptions: Subscriptions = field(default_factory=Subscriptions)
     ready: set[Subscription] = field(default_factory=set)  # have events, need a drain task
     wake_sent: bool = False
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)  # running deliveries
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)  # deliveries and readings
     watch_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # by source name
     counters: Counter[str] = field(default_factory=Counter)
     manager_starts: int = 0
