@@ -254,6 +254,7 @@ async def test_env_file_values_are_read_and_the_process_wins(tmp_path: Any) -> N
     source = EnvironmentSource("APP_", env_file=env_file, environ={"APP_DB__POOL": "9"})
 
     layer = await source.load()
+    await source.accepted(layer)  # as the pipeline does once the layer is in use
 
     assert layer == {"db": {"url": "postgres://from-dotenv", "pool": 9}, "name": "svc"}
     assert source.origin(("db", "pool")) == "$APP_DB__POOL"

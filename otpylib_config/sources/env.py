@@ -76,16 +76,17 @@ class EnvironmentSource(Source):
         self.env_file = None if env_file is None else pathlib.Path(env_file)
         self.secret = secret
         self.name = name or f"env:{prefix or ','.join(self.mapping)}"
+        self._origins: dict[tuple[str, ...], str] = {}
+        self._loaded: tuple[Section, dict[tuple[str, ...], str]] | None = None
 
     def origin(self, path: tuple[str, ...]) -> str:
-        environ = self._variables()
-        for var in sorted(environ):
-            try:
-                if self._path_of(var) == path:
-                    return f"${var}" if var in self._process_env() else f"{self.env_file}: {var}"
-            except SourceError:
-                continue
-        return self.name
+        return self._origins.get(path) or self.name
+
+    async def accepted(self, layer: Section) -> None:
+        """The variables behind the layer in use, for ``explain`` (not re-read then)."""
+        if self._loaded is not None and self._loaded[0] is layer:
+            self._origins = self._loaded[1]
+            self._loaded = None
 
     def _process_env(self) -> Mapping[str, str]:
         return os.environ if self._environ is None else self._environ
@@ -104,6 +105,12 @@ class EnvironmentSource(Source):
             path = self._path_of(var)
             if path is not None:
                 layer = self._add(layer, owners, var, path, environ[var])
+        process = self._process_env()
+        origins = {
+            path: f"${var}" if var in process else f"{self.env_file}: {var}"
+            for path, var in owners.items()
+        }
+        self._loaded = (layer, origins)
         return layer
 
     def _path_of(self, var: str) -> tuple[str, ...] | None:
