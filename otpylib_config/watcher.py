@@ -33,7 +33,7 @@ import errno
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from watchdog.events import (
@@ -146,7 +146,7 @@ class FileWatcher:
         directory = os.path.realpath(parent)
         if self._observer is not None:
             self._schedule(self._observer, directory)
-        self._watched[key] = _Watched(file, directory, os.path.basename(file), _fingerprint(file))
+        self._watched[key] = _Watched(file, directory, os.path.basename(file), fingerprint(file))
 
     def start(self) -> None:
         """Start the observer thread; a second call while running does nothing."""
@@ -246,7 +246,7 @@ class _Forwarder(FileSystemEventHandler):
 
 def _relevant(watched: _Watched, paths: Iterable[str]) -> bool:
     """Whether an event in ``watched.directory`` concerns the file; refreshes ``seen``."""
-    now = _fingerprint(watched.path)
+    now = fingerprint(watched.path)
     moved = now != watched.seen
     watched.seen = now
     return moved or any(_names(watched, path) for path in paths)
@@ -274,7 +274,8 @@ def _names(watched: _Watched, path: str) -> bool:
     return name == watched.name or name.startswith(ATOMIC_WRITER_PREFIX)
 
 
-def _fingerprint(path: str) -> Fingerprint | None:
+def fingerprint(path: str | os.PathLike[str]) -> Fingerprint | None:
+    """What a file looks like without reading it; ``None`` if it does not exist."""
     real = os.path.realpath(path)
     try:
         st = os.stat(real)
@@ -295,10 +296,13 @@ async def watch_paths(
     changed: Callable[[], Awaitable[None]],
     *,
     debounce: float = DEFAULT_DEBOUNCE,
+    seen: Sequence[Fingerprint | None] | None = None,
 ) -> None:
-    """Run until cancelled; ``await changed()`` once watching has started (a change made
-    before it, or while an earlier watch was failing, must not be missed), then after each
-    debounced change of any of ``paths``.
+    """Run until cancelled; ``await changed()`` after each debounced change of any of
+    ``paths``, and once watching has started unless every path still looks as in ``seen``
+    (its :func:`fingerprint` when last read): a change made before the watch started, or
+    while an earlier watch was failing, must not be missed, and an unchanged file need not
+    be read again.
 
     Changes that arrive while ``changed()`` runs are folded into one more call after it, so
     a slow reload never queues a backlog of reloads.
@@ -309,8 +313,9 @@ async def watch_paths(
     for index, path in enumerate(keys):
         watcher.watch(str(index), path)
     watcher.start()
-    for index in range(len(keys)):
-        watcher.poke(str(index))
+    for index, path in enumerate(keys):
+        if seen is None or fingerprint(path) != seen[index]:
+            watcher.poke(str(index))
     try:
         while True:
             await wake.wait()

@@ -212,3 +212,14 @@ async def test_a_writer_that_pauses_half_way_is_not_read_half_way(
         handle.write("port = 9006\n")
 
     assert await recorder.settled(1) == [("server.port", 8000, 9006)]
+
+
+async def test_starting_the_watch_does_not_read_an_unchanged_file_again(
+    start_tree: StartTree, config: Path, reloads: Reloads
+) -> None:
+    recorder = await watched(start_tree, FileSource(config))
+
+    config.write_text("[server]\nport = 9007\n")
+
+    assert (await reloads.next(0))["changes"] == 1  # no reload before the write's
+    assert await recorder.settled(1) == [("server.port", 8000, 9007)]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from otpylib_config.watcher import FileWatcher, watch_paths
+from otpylib_config.watcher import FileWatcher, fingerprint, watch_paths
 
 from .conftest import eventually
 
@@ -329,6 +329,23 @@ async def test_watch_paths_looks_once_at_start_then_on_each_change(config: Path)
         assert await asyncio.wait_for(calls.get(), TIMEOUT) == "a = 0"  # nothing changed yet
         config.write_text("a = 3")
         assert await asyncio.wait_for(calls.get(), TIMEOUT) == "a = 3"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_watch_paths_does_not_report_a_file_that_still_looks_as_seen(config: Path) -> None:
+    calls: asyncio.Queue[str] = asyncio.Queue()
+
+    async def changed() -> None:
+        calls.put_nowait(config.read_text())
+
+    seen = [fingerprint(config)]
+    task = asyncio.create_task(watch_paths([config], changed, debounce=0.02, seen=seen))
+    try:
+        await asyncio.sleep(0.1)  # would be reported by now if it were looked at
+        config.write_text("a = 4")
+        assert await asyncio.wait_for(calls.get(), TIMEOUT) == "a = 4"  # the first report
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

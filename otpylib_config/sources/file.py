@@ -21,7 +21,7 @@ from otpylib_config.parsers import ParseError, format_of, parse
 from otpylib_config.paths import Path as KeyPath
 from otpylib_config.sources.base import Changed, Source, SourceContext
 from otpylib_config.values import Section
-from otpylib_config.watcher import watch_paths
+from otpylib_config.watcher import Fingerprint, fingerprint, watch_paths
 
 PROFILE = "{profile}"
 
@@ -51,6 +51,8 @@ class FileSource(Source):
         self.required = not optional
         self.watched = watch
         self._debounce = SourceContext.watch_debounce
+        self._read_as: Fingerprint | None = None
+        self._resync = False
         self.secret = secret
         self.name = name or f"file:{self.template}"
         self._environ = environ
@@ -75,12 +77,18 @@ class FileSource(Source):
         return self.watched
 
     async def watch(self, changed: Changed) -> None:
-        await watch_paths([self.path], changed, debounce=self._debounce)
+        seen = None if self._resync else [self._read_as]
+        try:
+            await watch_paths([self.path], changed, debounce=self._debounce, seen=seen)
+        except BaseException:
+            self._resync = True  # the next watch reports at once: status must catch up
+            raise
 
     async def load(self) -> Section:
         return await anyio.to_thread.run_sync(self._load_sync)
 
     def _load_sync(self) -> Section:
+        self._read_as = fingerprint(self.path)  # before reading: a later write looks new
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
