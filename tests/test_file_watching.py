@@ -218,6 +218,7 @@ async def test_starting_the_watch_does_not_read_an_unchanged_file_again(
     start_tree: StartTree, config: Path, reloads: Reloads
 ) -> None:
     recorder = await watched(start_tree, FileSource(config))
+    await asyncio.sleep(0.1)  # a look at start-up would have come by now (debounce: 20 ms)
 
     config.write_text("[server]\nport = 9007\n")
 
