@@ -10,7 +10,7 @@ it can appear and disappear like a scalar).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final
 
 from otpylib_config.paths import Path
@@ -140,6 +140,40 @@ def value_at(tree: Section, path: Path) -> Any:
     """The value at ``path``, or ``None`` where there is none (how events report absence)."""
     value = get_in(tree, path)
     return None if value is MISSING else value
+
+
+class PathClash(ValueError):
+    """Two entries of a flat source set the same path, or one sets a value where the
+    other needs a section: ``first`` and ``second`` are the entries' labels."""
+
+    def __init__(self, first: str, second: str, path: Path) -> None:
+        super().__init__(f"{first} and {second} both set {'.'.join(path)}")
+        self.first, self.second, self.path = first, second, path
+
+
+def build(entries: Iterable[tuple[str, Path, Any]]) -> Section:
+    """A layer from flat ``(label, path, frozen value)`` entries (environment variables,
+    Consul keys). Raises :class:`PathClash` naming both entries when paths collide."""
+    root: dict[str, Any] = {}
+    owners: dict[Path, str] = {}
+    sections: dict[Path, str] = {}  # every proper prefix, with the first label below it
+    for label, path, value in entries:
+        at = next((path[:d] for d in range(1, len(path)) if path[:d] in owners), None)
+        if at is not None:
+            raise PathClash(owners[at], label, at)
+        if path in owners or path in sections:
+            raise PathClash(owners.get(path) or sections[path], label, path)
+        owners[path] = label
+        node = root
+        for depth, segment in enumerate(path[:-1], 1):
+            sections.setdefault(path[:depth], label)
+            node = node.setdefault(segment, {})
+        node[path[-1]] = value
+    return _sectioned(root)
+
+
+def _sectioned(node: dict[str, Any]) -> Section:
+    return Section({k: _sectioned(v) if type(v) is dict else v for k, v in node.items()})
 
 
 def _with(section: Section, key: str, value: Any) -> Section:

@@ -6,7 +6,18 @@ from typing import Any
 
 import pytest
 
-from otpylib_config.tree import MISSING, diff, flatten, get_in, leaves, merge, remove_in, set_in
+from otpylib_config.tree import (
+    MISSING,
+    PathClash,
+    build,
+    diff,
+    flatten,
+    get_in,
+    leaves,
+    merge,
+    remove_in,
+    set_in,
+)
 from otpylib_config.values import EMPTY, Section, freeze
 
 
@@ -324,3 +335,29 @@ def test_flatten_of_an_empty_tree_is_empty() -> None:
 
 def test_flatten_keeps_lists_as_values() -> None:
     assert flatten(tree({"hosts": ["a", "b"]})) == {"hosts": ("a", "b")}
+
+
+# -- build (flat sources) -----------------------------------------------------------------
+
+
+def test_build_nests_flat_entries_into_a_frozen_layer() -> None:
+    layer = build([("$A", ("db", "url"), "x"), ("$B", ("db", "pool"), 5), ("$C", ("name",), "s")])
+
+    assert layer == {"db": {"url": "x", "pool": 5}, "name": "s"}
+    assert isinstance(layer["db"], Section)
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [("$A", ("db",), 1), ("$B", ("db", "url"), "x")],  # a value, then a section there
+        [("$A", ("db", "url"), "x"), ("$B", ("db",), 1)],  # a section, then a value there
+        [("$A", ("db", "url"), "x"), ("$B", ("db", "url"), "y")],  # the same path twice
+    ],
+)
+def test_build_names_both_entries_when_paths_collide(entries: list[Any]) -> None:
+    with pytest.raises(PathClash) as info:
+        build(entries)
+
+    assert (info.value.first, info.value.second) == ("$A", "$B")
+    assert str(info.value).startswith("$A and $B both set db")

@@ -40,6 +40,7 @@ from otpylib_config.persistence import write_json_atomically
 from otpylib_config.sources.base import Changed, Source
 from otpylib_config.sources.consul_kv import ConsulError, Entry, KVClient, KVRead, decode_entries
 from otpylib_config.sources.env import coerce
+from otpylib_config.tree import PathClash, build
 from otpylib_config.values import Section, check_key, freeze, same
 
 logger = logging.getLogger("otpylib_config")
@@ -185,19 +186,12 @@ class ConsulSource(Source):
         return self._document_layer(read.entries)
 
     def _prefix_layer(self, entries: tuple[Entry, ...]) -> tuple[Section, dict[KeyPath, str]]:
-        tree: dict[str, Any] = {}
-        origins: dict[KeyPath, str] = {}
-        owners: dict[KeyPath, str] = {}
-        folders: set[KeyPath] = set()
-        for entry in entries:
-            path = self._path_of(entry.key)
-            if path is None:
-                continue
-            _claim(path, entry.key, owners, folders)
-            _place(tree, path, _value(entry, path))
-            origins[path] = f"consul:{entry.key} (ModifyIndex {entry.modify_index})"
-        layer = freeze(tree)
-        assert isinstance(layer, Section)
+        found = [(e, path) for e in entries if (path := self._path_of(e.key)) is not None]
+        try:
+            layer = build((repr(e.key), path, _value(e, path)) for e, path in found)
+        except PathClash as exc:
+            raise ConsulError(f"Consul keys {exc}") from None
+        origins = {path: f"consul:{e.key} (ModifyIndex {e.modify_index})" for e, path in found}
         return layer, origins
 
     def _path_of(self, key: str) -> KeyPath | None:
@@ -296,21 +290,3 @@ def _value(entry: Entry, path: KeyPath) -> Any:
         return freeze(coerce(text), ".".join(path))
     except ValueError as exc:  # InvalidValueError too: JSON with NaN or a dotted key
         raise ConsulError(f"Consul key {entry.key!r}: {exc}") from None
-
-
-def _claim(path: KeyPath, key: str, owners: dict[KeyPath, str], folders: set[KeyPath]) -> None:
-    """Refuse a key that is both a value and a folder of other keys."""
-    clash = [path[:depth] for depth in range(1, len(path)) if path[:depth] in owners]
-    if clash or path in folders or path in owners:
-        at = clash[0] if clash else path
-        other = owners.get(at) or next(k for p, k in owners.items() if p[: len(at)] == at)
-        raise ConsulError(f"Consul keys {other!r} and {key!r} both set {'.'.join(at)}")
-    owners[path] = key
-    folders.update(path[:depth] for depth in range(1, len(path)))
-
-
-def _place(tree: dict[str, Any], path: KeyPath, value: Any) -> None:
-    node = tree
-    for segment in path[:-1]:
-        node = node.setdefault(segment, {})
-    node[path[-1]] = value

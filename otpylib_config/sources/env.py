@@ -17,11 +17,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from otpylib_config.errors import InvalidPathError, InvalidValueError, SourceError
+from otpylib_config.errors import InvalidPathError, SourceError
 from otpylib_config.paths import parse_path
 from otpylib_config.sources.base import Source
-from otpylib_config.tree import set_in
-from otpylib_config.values import EMPTY, Section, freeze
+from otpylib_config.tree import PathClash, build
+from otpylib_config.values import Section, freeze
 
 _INT = re.compile(r"[+-]?(0|[1-9]\d*)")  # "007" and "0755" stay strings
 _FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d+)")
@@ -99,16 +99,15 @@ class EnvironmentSource(Source):
 
     async def load(self) -> Section:
         environ = self._variables()
-        layer: Section = EMPTY
-        owners: dict[tuple[str, ...], str] = {}
-        for var in sorted(environ):
-            path = self._path_of(var)
-            if path is not None:
-                layer = self._add(layer, owners, var, path, environ[var])
+        found = [(var, path) for var in sorted(environ) if (path := self._path_of(var))]
+        entries = [(f"${var}", path, self._value(var, path, environ[var])) for var, path in found]
+        try:
+            layer = build(entries)
+        except PathClash as exc:
+            raise SourceError(self.name, str(exc)) from None
         process = self._process_env()
         origins = {
-            path: f"${var}" if var in process else f"{self.env_file}: {var}"
-            for path, var in owners.items()
+            path: f"${var}" if var in process else f"{self.env_file}: {var}" for var, path in found
         }
         self._loaded = (layer, origins)
         return layer
@@ -124,26 +123,11 @@ class EnvironmentSource(Source):
         except InvalidPathError as exc:
             raise SourceError(self.name, f"${var}: cannot map to a path: {exc}") from None
 
-    def _add(
-        self,
-        layer: Section,
-        owners: dict[tuple[str, ...], str],
-        var: str,
-        path: tuple[str, ...],
-        text: str,
-    ) -> Section:
+    def _value(self, var: str, path: tuple[str, ...], text: str) -> Any:
         try:
-            value = freeze(coerce(text), ".".join(path))
-        except (ValueError, InvalidValueError) as exc:
+            return freeze(coerce(text), ".".join(path))
+        except ValueError as exc:  # InvalidValueError too
             raise SourceError(self.name, f"${var}: {exc}") from None
-        for owned, other in owners.items():
-            common = min(len(owned), len(path))
-            if owned[:common] == path[:common]:
-                raise SourceError(
-                    self.name, f"${other} and ${var} both set {'.'.join(path[:common])}"
-                )
-        owners[path] = var
-        return set_in(layer, path, value)
 
 
 def _read_env_file(path: pathlib.Path, source: str) -> dict[str, str]:
