@@ -48,8 +48,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from otpylib_config.sources.env import coerce
-from otpylib_config.values import Section
+from otpylib_config.values import Section, coerce
 
 Environ = Mapping[str, str]
 
@@ -209,9 +208,7 @@ def render_scalar(value: str, fmt: str) -> str:
 
 
 def _scalar(text: str) -> object:
-    if text.lstrip()[:1] in ("[", "{"):  # structure never comes from the environment
-        return text
-    typed: object = coerce(text)
+    typed: object = coerce(text, structured=False)  # structure never comes from the environment
     if isinstance(typed, float) and not math.isfinite(typed):
         return text  # "1e999": JSON and YAML have no literal for infinity
     return typed

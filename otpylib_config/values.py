@@ -9,7 +9,9 @@ which is what makes a read as cheap as a dict lookup.
 from __future__ import annotations
 
 import datetime
+import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn, SupportsIndex
 
@@ -144,3 +146,32 @@ def same(a: Any, b: Any) -> bool:
 def _short_repr(value: object, limit: SupportsIndex = 80) -> str:
     text = repr(value)
     return text if len(text) <= int(limit) else text[: int(limit)] + "..."
+
+
+_INT = re.compile(r"[+-]?(0|[1-9]\d*)")  # "007" and "0755" stay strings
+_FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d+)")
+
+
+def coerce(text: str, *, structured: bool = True) -> Any:
+    """Text from the environment or Consul as a value: ``true``/``false`` → bool, integers,
+    floats, and (if ``structured``) JSON arrays and objects; else the string.
+
+    Numbers with leading zeros (zip codes, file modes) stay strings, as in JSON.
+
+    Raises ``ValueError`` for text that starts like JSON (``[`` or ``{``) but does not parse:
+    that is almost always a typo that should be reported, not silently kept as a string.
+    """
+    stripped = text.strip()
+    lowered = stripped.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if _INT.fullmatch(stripped):
+        return int(stripped)
+    if _FLOAT.fullmatch(stripped):
+        return float(stripped)
+    if structured and stripped[:1] in ("[", "{"):
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"looks like JSON but does not parse: {exc}") from exc
+    return text

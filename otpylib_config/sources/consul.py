@@ -39,9 +39,8 @@ from otpylib_config.parsers import ParseError, format_of, parse
 from otpylib_config.persistence import write_json_atomically
 from otpylib_config.sources.base import Changed, Source
 from otpylib_config.sources.consul_kv import ConsulError, Entry, KVClient, KVRead, decode_entries
-from otpylib_config.sources.env import coerce
 from otpylib_config.tree import PathClash, build
-from otpylib_config.values import Section, check_key, freeze, same
+from otpylib_config.values import Section, check_key, coerce, freeze, same
 
 logger = logging.getLogger("otpylib_config")
 

@@ -10,10 +10,8 @@ reload picks up changes; variables of the process win over the ``.env`` file.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,34 +19,7 @@ from otpylib_config.errors import InvalidPathError, SourceError
 from otpylib_config.paths import parse_path
 from otpylib_config.sources.base import Source
 from otpylib_config.tree import PathClash, build
-from otpylib_config.values import Section, freeze
-
-_INT = re.compile(r"[+-]?(0|[1-9]\d*)")  # "007" and "0755" stay strings
-_FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d+)")
-
-
-def coerce(text: str) -> Any:
-    """``true``/``false`` → bool, integers, floats, JSON arrays and objects; else the string.
-
-    Numbers with leading zeros (zip codes, file modes) stay strings, as in JSON.
-
-    Raises ``ValueError`` for text that starts like JSON (``[`` or ``{``) but does not parse:
-    that is almost always a typo that should be reported, not silently kept as a string.
-    """
-    stripped = text.strip()
-    lowered = stripped.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if _INT.fullmatch(stripped):
-        return int(stripped)
-    if _FLOAT.fullmatch(stripped):
-        return float(stripped)
-    if stripped[:1] in ("[", "{"):
-        try:
-            return json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"looks like JSON but does not parse: {exc}") from exc
-    return text
+from otpylib_config.values import Section, coerce, freeze
 
 
 class EnvironmentSource(Source):
