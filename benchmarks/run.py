@@ -50,7 +50,7 @@ from _timing import Paired, measure_paired, nested_config, scaled
 from otpylib import gen_server
 from otpylib.gen_server import NoReply, Reply
 from otpylib.module import GEN_SERVER, OTPModule
-from otpylib.runtime import get_runtime, reset_runtime, set_runtime
+from otpylib.runtime import get_runtime
 from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
 
 import otpylib_config
@@ -404,14 +404,11 @@ async def own_runtime() -> AsyncIterator[AsyncIOBackend]:
     """An otpylib runtime that trees started inside share (``start`` then does not own it)."""
     if get_runtime() is not None:
         raise RuntimeError("an otpylib runtime is still set; a benchmark did not stop its tree")
-    backend = AsyncIOBackend()
-    await backend.initialize()
-    set_runtime(backend)
+    backend = await _otp_compat.open_runtime()
     try:
         yield backend
     finally:
         await _otp_compat.shutdown_runtime(backend)
-        reset_runtime()
 
 
 # -------------------------------------------------------------------------- benchmarks

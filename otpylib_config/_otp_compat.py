@@ -21,6 +21,7 @@ import logging
 from importlib.metadata import version
 from typing import Any
 
+from otpylib.runtime import reset_runtime, set_runtime
 from otpylib.runtime.backends.asyncio_backend.backend import AsyncIOBackend
 from otpylib.runtime.backends.base import ProcessNotFoundError
 
@@ -59,11 +60,22 @@ def install() -> bool:
     return True
 
 
+async def open_runtime() -> AsyncIOBackend:
+    """A new asyncio backend, initialised and set as otpylib's runtime; undo with
+    :func:`shutdown_runtime`."""
+    backend = AsyncIOBackend()
+    await backend.initialize()
+    set_runtime(backend)
+    return backend
+
+
 async def shutdown_runtime(backend: AsyncIOBackend) -> None:
-    """Stop every process of ``backend``, then the backend itself, without the spin."""
+    """Stop every process of ``backend``, then the backend itself, without the spin, and
+    unset it as the runtime."""
     tasks = [p.task for p in backend._processes.values() if p.task and not p.task.done()]
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await backend.shutdown()
     await asyncio.sleep(0)
+    reset_runtime()

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from otpylib import process, supervisor
 from otpylib.module import SUPERVISOR, OTPModule
-from otpylib.runtime import get_runtime, reset_runtime, set_runtime
+from otpylib.runtime import get_runtime
 from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
 from otpylib.supervisor import ONE_FOR_ONE, SHUTDOWN
 
@@ -98,7 +98,6 @@ class ConfigTree:
         await shutdown(self.table.spec.id)
         if self._backend is not None:
             await _otp_compat.shutdown_runtime(self._backend)
-            reset_runtime()
 
     async def __aenter__(self) -> ConfigTree:
         return self
@@ -159,7 +158,6 @@ async def start(spec: ConfigSpec) -> ConfigTree:
     except BaseException:
         if backend is not None:
             await _otp_compat.shutdown_runtime(backend)
-            reset_runtime()
         raise
     return ConfigTree(table, backend)
 
@@ -175,12 +173,8 @@ async def running(spec: ConfigSpec) -> AsyncIterator[ConfigTree]:
 
 
 async def _ensure_runtime() -> AsyncIOBackend | None:
-    if get_runtime() is not None:
-        return None
-    backend = AsyncIOBackend()
-    await backend.initialize()
-    set_runtime(backend)
-    return backend
+    """Start an otpylib runtime if none is set; the one started, else ``None``."""
+    return None if get_runtime() is not None else await _otp_compat.open_runtime()
 
 
 async def in_process(body: Callable[[], Awaitable[T]], timeout: float = _START_TIMEOUT_S) -> T:

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from otpylib.runtime import reset_runtime, set_runtime
 from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
 
 import otpylib_config
@@ -23,12 +22,9 @@ from otpylib_config import ConfigSpec, ConfigTree, _otp_compat
 
 @pytest_asyncio.fixture
 async def otp_runtime() -> AsyncIterator[AsyncIOBackend]:
-    backend = AsyncIOBackend()
-    await backend.initialize()
-    set_runtime(backend)
+    backend = await _otp_compat.open_runtime()
     yield backend
     await _otp_compat.shutdown_runtime(backend)
-    reset_runtime()
 
 
 StartTree = Callable[..., Awaitable[ConfigTree]]
