@@ -49,6 +49,7 @@ async def main(config_file: Path) -> None:
 
         show("subscriptions: events at the granularity of the pattern")
 
+        # Callbacks may be plain functions or coroutines; one of each here.
         def on_rules(path: str, old: Any, new: Any) -> None:
             print(f"   event {path}: {old} -> {new}")
 

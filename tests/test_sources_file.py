@@ -164,34 +164,24 @@ async def test_an_empty_yaml_file_is_an_empty_layer(tmp_path: Path) -> None:
     assert await FileSource(write(tmp_path / "c.yaml", "# nothing yet\n")).load() == {}
 
 
-async def test_invalid_toml_is_a_source_error_naming_the_file_and_position(tmp_path: Path) -> None:
-    path = write(tmp_path / "bad.toml", "a = 1\nb = \n")
+@pytest.mark.parametrize(
+    ("name", "text", "fmt", "line"),
+    [
+        ("bad.toml", "a = 1\nb = \n", "TOML", "line 2"),
+        ("bad.json", '{\n  "a": 1,\n  "b": \n}', "JSON", "line 4"),
+        ("bad.yaml", "a: [1\nb: 2\n", "YAML", "line 2"),
+    ],
+)
+async def test_an_invalid_file_is_a_source_error_naming_the_file_and_position(
+    tmp_path: Path, name: str, text: str, fmt: str, line: str
+) -> None:
+    path = write(tmp_path / name, text)
     with pytest.raises(SourceError) as info:
         await FileSource(path).load()
     message = str(info.value)
     assert str(path) in message
-    assert "TOML" in message
-    assert "line 2" in message
-
-
-async def test_invalid_json_is_a_source_error_naming_the_file_and_position(tmp_path: Path) -> None:
-    path = write(tmp_path / "bad.json", '{\n  "a": 1,\n  "b": \n}')
-    with pytest.raises(SourceError) as info:
-        await FileSource(path).load()
-    message = str(info.value)
-    assert str(path) in message
-    assert "JSON" in message
-    assert "line 4" in message
-
-
-async def test_invalid_yaml_is_a_source_error_naming_the_file_and_position(tmp_path: Path) -> None:
-    path = write(tmp_path / "bad.yaml", "a: [1\nb: 2\n")
-    with pytest.raises(SourceError) as info:
-        await FileSource(path).load()
-    message = str(info.value)
-    assert str(path) in message
-    assert "YAML" in message
-    assert "line 2" in message
+    assert fmt in message
+    assert line in message
 
 
 async def test_a_toml_datetime_is_kept(tmp_path: Path) -> None:

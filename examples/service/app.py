@@ -1,8 +1,9 @@
-"""A realistic service layout to copy: run ``CONFIG_PROFILE=dev python examples/service/app.py``.
+"""A realistic service layout to copy: ``CONFIG_PROFILE=dev python examples/service/app.py 60``.
 
 Layers, lowest first: config.toml, config.{profile}.toml (optional), secrets.toml (secret),
 SERVICE_* environment variables with .env, and runtime puts persisted to overrides.json.
-Files are watched: edit config.toml while it runs and the change is published at once.
+Files are watched: edit config.toml during the 60 seconds it runs (the argument; without one
+it exits at once) and the change is published at once.
 """
 
 from __future__ import annotations
