@@ -14,8 +14,8 @@ import base64
 import binascii
 import json
 import socket
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
 import aiohttp
 import consul
@@ -91,6 +91,17 @@ async def fetch(
 # py-consul, unchanged
 
 
+T = TypeVar("T")
+
+
+async def hold(server: ConsulServer, query: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """Start a blocking query and return once the server holds it."""
+    waiting = server.waiting
+    task = asyncio.create_task(query)
+    await eventually(lambda: server.waiting == waiting + 1)
+    return task
+
+
 async def test_py_consul_get_single_key(server: ConsulServer) -> None:
     modify = server.put("app/config/db/url", "postgres://db/app")
     index, entry = await call(client(server).kv.get, "app/config/db/url")
@@ -147,10 +158,9 @@ async def test_py_consul_blocking_read_returns_after_a_write(server: ConsulServe
     server.put("app/config/a", "1")
     c = client(server)
     index, _ = await call(c.kv.get, "app/config/", recurse=True)
-    pending = asyncio.create_task(
-        call(c.kv.get, "app/config/", recurse=True, index=index, wait="10s")
+    pending = await hold(
+        server, call(c.kv.get, "app/config/", recurse=True, index=index, wait="10s")
     )
-    await eventually(lambda: server.waiting == 1)
     assert await call(client(server).kv.put, "app/config/b", "2")  # an HTTP write wakes it
     new_index, entries = await pending
     assert int(new_index) > int(index)
@@ -170,8 +180,7 @@ async def test_py_consul_blocking_read_on_a_missing_key_sees_its_creation(
     c = client(server)
     index, entry = await call(c.kv.get, "app/flag")
     assert entry is None
-    pending = asyncio.create_task(call(c.kv.get, "app/flag", index=index, wait="10s"))
-    await eventually(lambda: server.waiting == 1)
+    pending = await hold(server, call(c.kv.get, "app/flag", index=index, wait="10s"))
     server.put("app/flag", "on")  # a direct write wakes it like an HTTP one
     new_index, entry = await pending
     assert entry is not None
@@ -278,8 +287,7 @@ async def test_py_consul_aio_client(server: ConsulServer) -> None:
     try:
         index, entry = await c.kv.get("app/a")
         assert entry["Value"] == b"1"
-        pending = asyncio.create_task(c.kv.get("app/a", index=index, wait="10s"))
-        await eventually(lambda: server.waiting == 1)
+        pending = await hold(server, c.kv.get("app/a", index=index, wait="10s"))
         assert await c.kv.put("app/a", "2") is True
         new_index, entry = await asyncio.wait_for(pending, TIMEOUT)
         assert entry["Value"] == b"2"
@@ -453,8 +461,7 @@ async def test_http_delete_bumps_the_index(server: ConsulServer) -> None:
 async def test_blocking_query_ignores_writes_elsewhere(server: ConsulServer) -> None:
     server.put("app/a", "1")
     first = await fetch(server, "/v1/kv/app/?recurse")
-    pending = asyncio.create_task(fetch(server, f"/v1/kv/app/?recurse&index={first.index}&wait=1s"))
-    await eventually(lambda: server.waiting == 1)
+    pending = await hold(server, fetch(server, f"/v1/kv/app/?recurse&index={first.index}&wait=1s"))
     server.put("other/x", "woken, but app/'s index did not move")
     reply = await pending
     assert reply.index == first.index
@@ -465,10 +472,7 @@ async def test_blocking_query_woken_by_a_delete(server: ConsulServer) -> None:
     server.put("app/a", "1")
     server.put("app/b", "2")
     first = await fetch(server, "/v1/kv/app/?recurse")
-    pending = asyncio.create_task(
-        fetch(server, f"/v1/kv/app/?recurse&index={first.index}&wait=10s")
-    )
-    await eventually(lambda: server.waiting == 1)
+    pending = await hold(server, fetch(server, f"/v1/kv/app/?recurse&index={first.index}&wait=10s"))
     assert server.delete("app/a")
     reply = await pending
     assert reply.index > first.index
@@ -478,8 +482,7 @@ async def test_blocking_query_woken_by_a_delete(server: ConsulServer) -> None:
 async def test_wake_blocking_answers_with_the_same_index(server: ConsulServer) -> None:
     server.put("app/a", "1")
     first = await fetch(server, "/v1/kv/app/a")
-    pending = asyncio.create_task(fetch(server, f"/v1/kv/app/a?index={first.index}&wait=10s"))
-    await eventually(lambda: server.waiting == 1)
+    pending = await hold(server, fetch(server, f"/v1/kv/app/a?index={first.index}&wait=10s"))
     server.wake_blocking()
     reply = await pending
     assert reply.index == first.index
@@ -619,10 +622,7 @@ async def test_fault_disconnect(loaded: ConsulServer) -> None:
 
 async def test_fault_disconnect_interrupts_a_blocking_query(loaded: ConsulServer) -> None:
     first = await fetch(loaded, "/v1/kv/app/?recurse")
-    pending = asyncio.create_task(
-        fetch(loaded, f"/v1/kv/app/?recurse&index={first.index}&wait=10s")
-    )
-    await eventually(lambda: loaded.waiting == 1)
+    pending = await hold(loaded, fetch(loaded, f"/v1/kv/app/?recurse&index={first.index}&wait=10s"))
     loaded.faults.next("disconnect", interrupt=True)
     await eventually(lambda: loaded.faults.history == [FaultKind.DISCONNECT])
     assert (loaded.requests[1].fault, loaded.requests[1].status) == (FaultKind.DISCONNECT, None)
@@ -661,10 +661,7 @@ async def test_fault_index_backwards(loaded: ConsulServer) -> None:
 
 async def test_fault_index_backwards_on_a_woken_blocking_query(loaded: ConsulServer) -> None:
     first = await fetch(loaded, "/v1/kv/app/?recurse")
-    pending = asyncio.create_task(
-        fetch(loaded, f"/v1/kv/app/?recurse&index={first.index}&wait=10s")
-    )
-    await eventually(lambda: loaded.waiting == 1)
+    pending = await hold(loaded, fetch(loaded, f"/v1/kv/app/?recurse&index={first.index}&wait=10s"))
     loaded.faults.next("index_backwards")  # taken when the held query answers
     assert loaded.waiting == 1
     loaded.put("app/c", "3")
@@ -712,8 +709,7 @@ async def test_fault_invalid_utf8(loaded: ConsulServer) -> None:
 async def test_down_and_up_on_the_same_port(loaded: ConsulServer) -> None:
     port = loaded.port
     first = await fetch(loaded, "/v1/kv/app/?recurse")
-    held = asyncio.create_task(fetch(loaded, f"/v1/kv/app/?recurse&index={first.index}&wait=10s"))
-    await eventually(lambda: loaded.waiting == 1)
+    held = await hold(loaded, fetch(loaded, f"/v1/kv/app/?recurse&index={first.index}&wait=10s"))
     await loaded.go_down()
     assert not loaded.is_up
     with pytest.raises(aiohttp.ClientError):
@@ -748,8 +744,7 @@ async def test_context_manager_and_stop_release_held_queries() -> None:
     async with ConsulServer(data={"app/a": "1"}, jitter=False) as srv:
         url = srv.url
         index = (await fetch(srv, "/v1/kv/app/a")).index
-        held = asyncio.create_task(fetch(srv, f"/v1/kv/app/a?index={index}&wait=10m"))
-        await eventually(lambda: srv.waiting == 1)
+        held = await hold(srv, fetch(srv, f"/v1/kv/app/a?index={index}&wait=10m"))
         srv.faults.always("hang")
         hung = asyncio.create_task(fetch(srv, "/v1/kv/app/a"))
         await eventually(lambda: len(srv.faults.history) == 1)
