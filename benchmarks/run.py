@@ -258,13 +258,12 @@ def latency_row(
     attempts: int,
     p50_target_ms: float | None,
     p99_target_ms: float | None,
-    unavailable: str | None = None,
     tries: str = "saves",
 ) -> Row:
     """A p50/p99 latency row from ``samples_s`` (seconds) of ``attempts`` ``tries``.
 
     Tries without a sample were lost (no callback within ``CALLBACK_LIMIT_S``) and fail the
-    row. ``unavailable`` (e.g. "watching not wired") makes the row ``n/a`` with that reason.
+    row.
     """
     targets = []
     if p50_target_ms is not None:
@@ -272,8 +271,6 @@ def latency_row(
     if p99_target_ms is not None:
         targets.append(f"p99 ≤ {p99_target_ms:g} ms")
     target = ", ".join(targets) or "—"
-    if unavailable is not None:
-        return Row(row_id, name, f"n/a ({unavailable})", "—", "—", target, "n/a")
     p50, p99 = percentile(samples_s, 50) * 1e3, percentile(samples_s, 99) * 1e3
     lost = attempts - len(samples_s)
     ours = f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(samples_s)} {tries}"
@@ -588,7 +585,30 @@ async def file_save_to_callback(ctx: Context) -> list[Row]:
     Measured from just before the write to the callback, one save at a time, through the
     public API only (``FileSource(watch=True)``, no reload timer, no ``reload()`` call).
     """
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / "config.toml"
+        file.write_text("[bench]\nvalue = 0\n")
+
+        async def save(value: int) -> None:
+            file.write_text(f"[bench]\nvalue = {value}\n")
+
+        async with otpylib_config.running(spec(FileSource(file, watch=True))):
+            samples = await write_to_callback("bench.value", ctx.sizes.saves, save)
+    ctx.raw["file_callback"] = {"attempts": ctx.sizes.saves, "samples_s": samples}
     name = "file saved → subscriber callback"
+    return [
+        latency_row(
+            "6", name, samples, attempts=ctx.sizes.saves, p50_target_ms=100, p99_target_ms=250
+        )
+    ]
+
+
+async def write_to_callback(
+    path: str, count: int, write: Callable[[int], Awaitable[object]]
+) -> list[float]:
+    """Seconds from ``write(value)`` to the callback that sees ``path`` become ``value``, for
+    values 1 to ``count``, one at a time; a write with no callback within
+    ``CALLBACK_LIMIT_S`` gives no sample (the row counts it as lost)."""
     loop = asyncio.get_running_loop()
     arrived: dict[int, asyncio.Future[float]] = {}
 
@@ -597,45 +617,17 @@ async def file_save_to_callback(ctx: Context) -> list[Row]:
         if fut is not None and not fut.done():
             fut.set_result(time.perf_counter())
 
+    await Config.subscribe(path, on_change)
+    await asyncio.sleep(SAVE_PAUSE_S)
     samples: list[float] = []
-    attempts = 0
-    unavailable: str | None = None
-    with tempfile.TemporaryDirectory() as tmp:
-        file = Path(tmp) / "config.toml"
-        file.write_text("[bench]\nvalue = 0\n")
-        async with otpylib_config.running(spec(FileSource(file, watch=True))):
-            await Config.subscribe("bench.value", on_change)
-            await asyncio.sleep(SAVE_PAUSE_S)
-            for value in range(1, ctx.sizes.saves + 1):
-                arrived[value] = loop.create_future()
-                attempts += 1
-                started = time.perf_counter()
-                file.write_text(f"[bench]\nvalue = {value}\n")
-                try:
-                    done = await asyncio.wait_for(arrived[value], CALLBACK_LIMIT_S)
-                except TimeoutError:
-                    if not samples:
-                        unavailable = "watching not wired"
-                        break
-                    continue
-                samples.append(done - started)
-                await asyncio.sleep(SAVE_PAUSE_S)
-    ctx.raw["file_callback"] = {
-        "attempts": attempts,
-        "samples_s": samples,
-        "unavailable": unavailable,
-    }
-    return [
-        latency_row(
-            "6",
-            name,
-            samples,
-            attempts=attempts,
-            p50_target_ms=100,
-            p99_target_ms=250,
-            unavailable=unavailable,
-        )
-    ]
+    for value in range(1, count + 1):
+        arrived[value] = loop.create_future()
+        started = time.perf_counter()
+        await write(value)
+        with contextlib.suppress(TimeoutError):
+            samples.append(await asyncio.wait_for(arrived[value], CALLBACK_LIMIT_S) - started)
+        await asyncio.sleep(SAVE_PAUSE_S)
+    return samples
 
 
 @benchmark("reload")
@@ -696,36 +688,21 @@ async def consul_write_to_callback(ctx: Context) -> list[Row]:
     """Row 8: an HTTP PUT to Consul → the subscriber's callback runs.
 
     Against the loopback Consul server of the test suite (no Consul binary exists here), one
-    write at a time; the watcher's blocking query answers, the manager reloads the prefix.
+    write at a time; the watcher's blocking query answers and hands the data to a reload.
     """
     sys.path.insert(0, str(HERE.parent))
     from tests.consul_server import ConsulServer
 
-    loop = asyncio.get_running_loop()
-    arrived: dict[int, asyncio.Future[float]] = {}
-
-    def on_change(path: str, old: Any, new: Any) -> None:
-        fut = arrived.get(new)
-        if fut is not None and not fut.done():
-            fut.set_result(time.perf_counter())
-
-    samples: list[float] = []
     async with ConsulServer(jitter=False) as consul, aiohttp.ClientSession() as http:
         consul.put("bench/config/value", "0")
+
+        async def put(value: int) -> None:
+            async with http.put(f"{consul.url}/v1/kv/bench/config/value", data=str(value)):
+                pass
+
         source = ConsulSource("bench/config/", url=consul.url, wait=30.0)
         async with otpylib_config.running(spec(source)):
-            await Config.subscribe("value", on_change)
-            await asyncio.sleep(SAVE_PAUSE_S)
-            for value in range(1, ctx.sizes.writes + 1):
-                arrived[value] = loop.create_future()
-                started = time.perf_counter()
-                async with http.put(f"{consul.url}/v1/kv/bench/config/value", data=str(value)):
-                    pass
-                with contextlib.suppress(TimeoutError):
-                    samples.append(
-                        await asyncio.wait_for(arrived[value], CALLBACK_LIMIT_S) - started
-                    )
-                await asyncio.sleep(SAVE_PAUSE_S)
+            samples = await write_to_callback("value", ctx.sizes.writes, put)
     ctx.raw["consul_callback"] = {"attempts": ctx.sizes.writes, "samples_s": samples}
     return [
         latency_row(
