@@ -9,7 +9,7 @@ The data flow, module by module::
     sources/ → (layers) → tree.merge → manager → snapshot → tree.diff → subscriptions → notifier
 """
 
-from otpylib_config import telemetry
+from otpylib_config import _otp_compat, telemetry
 from otpylib_config.client import Config
 from otpylib_config.errors import (
     ConfigError,
@@ -32,8 +32,10 @@ from otpylib_config.sources.runtime import RuntimeSource
 from otpylib_config.spec import ConfigSpec
 from otpylib_config.subscriptions import SubscriptionHandle
 from otpylib_config.supervisor import ConfigTree, child_spec, running, shutdown, start
-from otpylib_config.table import SourceStatus, Status
+from otpylib_config.table import ProcessStatus, SourceStatus, Status
 from otpylib_config.values import Section, thaw
+
+_otp_compat.install()  # Erlang's exit and supervision semantics for every otpylib process
 
 __all__ = [
     "DEFAULT_SECRET_PATTERNS",
@@ -51,6 +53,7 @@ __all__ = [
     "InvalidPathError",
     "InvalidValueError",
     "NotRunningError",
+    "ProcessStatus",
     "ReloadResult",
     "RuntimeSource",
     "Section",

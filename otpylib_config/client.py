@@ -165,7 +165,8 @@ class Config:
 
 
 async def _request(tag: Any, *args: Any) -> Any:
-    """Send a request to the manager and wait for its future, across manager restarts."""
+    """Send a request to the manager and wait for its future, across manager restarts;
+    fails at once with ``NotRunningError`` if the tree is stopped for good."""
     table = current_table()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + table.spec.write_timeout
@@ -175,18 +176,21 @@ async def _request(tag: Any, *args: Any) -> Any:
         if pid is None:
             raise ConfigTimeoutError(
                 f"config manager {table.manager_name!r} did not answer within "
-                f"{table.spec.write_timeout}s"
+                f"{table.spec.write_timeout}s ({_health(table)})"
             )
-        outcome = await _wait(fut, pid, deadline)
+        outcome = await _wait(table, fut, pid, deadline)
         if outcome is not _RETRY:
             return outcome
 
 
 async def send_to_manager(table: ConfigTable, message: Any, deadline: float) -> Any:
     """Send ``message`` to the tree's manager, waiting out a restart until ``deadline`` (loop
-    time). Returns the pid it went to, or ``None`` if no manager took it in time."""
+    time). Returns the pid it went to, or ``None`` if no manager took it in time; raises
+    ``NotRunningError`` once the tree is stopped for good."""
     loop = asyncio.get_running_loop()
     while True:
+        if table.stopped is not None:
+            raise NotRunningError(table.stopped)
         pid = process.whereis(table.manager_name)
         if pid is not None:
             try:
@@ -204,8 +208,22 @@ async def tell_manager(table: ConfigTable, message: Any) -> None:
     """Send ``message``, which needs no answer, within ``write_timeout``; else log and drop it
     (a dropped change waits for the next reload: the timer's, if the spec has one)."""
     deadline = asyncio.get_running_loop().time() + table.spec.write_timeout
-    if await send_to_manager(table, message, deadline) is None:
-        logger.warning("config manager is down; dropped %.200r", message)
+    try:
+        sent = await send_to_manager(table, message, deadline)
+    except NotRunningError:
+        return
+    if sent is None:
+        logger.warning("config manager is down; dropped a %s message", message[0])
+
+
+def _health(table: ConfigTable) -> str:
+    """Which processes of the tree are down and why, for a timeout's message."""
+    down = [
+        f"{p.role} down (last exit: {p.last_exit})"
+        for p in table.status(False).processes
+        if not p.alive
+    ]
+    return "; ".join(down) or "every process of the tree is alive"
 
 
 class _ManagerDown(Exception):
@@ -215,9 +233,9 @@ class _ManagerDown(Exception):
 _RETRY: Any = object()
 
 
-async def _wait(fut: asyncio.Future[Any], pid: Any, deadline: float) -> Any:
+async def _wait(table: ConfigTable, fut: asyncio.Future[Any], pid: Any, deadline: float) -> Any:
     """Await ``fut``; checks every ``_POLL_S`` that the manager still lives."""
-    liveness = _Liveness(fut, pid, deadline)
+    liveness = _Liveness(table, fut, pid, deadline)
     try:
         return await fut
     except _ManagerDown:
@@ -233,17 +251,21 @@ class _Liveness:
     every request would leave a reference cycle for the garbage collector.
     """
 
-    __slots__ = ("deadline", "fut", "loop", "pid", "timer")
+    __slots__ = ("deadline", "fut", "loop", "pid", "table", "timer")
 
-    def __init__(self, fut: asyncio.Future[Any], pid: Any, deadline: float) -> None:
-        self.fut, self.pid, self.deadline = fut, pid, deadline
+    def __init__(
+        self, table: ConfigTable, fut: asyncio.Future[Any], pid: Any, deadline: float
+    ) -> None:
+        self.table, self.fut, self.pid, self.deadline = table, fut, pid, deadline
         self.loop = asyncio.get_running_loop()
         self.timer = self.loop.call_later(_POLL_S, self.check)
 
     def check(self) -> None:
         if self.fut.done():
             return
-        if not process.is_alive(self.pid):
+        if self.table.stopped is not None:
+            self.fut.set_exception(NotRunningError(self.table.stopped))
+        elif not process.is_alive(self.pid):
             self.fut.set_exception(_ManagerDown())
         elif self.loop.time() >= self.deadline:
             self.fut.set_exception(ConfigTimeoutError("config manager did not answer in time"))

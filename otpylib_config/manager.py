@@ -30,7 +30,7 @@ from otpylib import process
 from otpylib.gen_server import NoReply, Reply
 from otpylib.module import GEN_SERVER, OTPModule
 
-from otpylib_config import client, pipeline, telemetry
+from otpylib_config import _otp_compat, client, pipeline, telemetry
 from otpylib_config.errors import ConfigError
 from otpylib_config.paths import Path
 from otpylib_config.protocol import (
@@ -64,14 +64,15 @@ class ManagerState:
 class ConfigManager(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"):  # type: ignore[metaclass,call-arg]  # untyped
     async def init(self, table: ConfigTable) -> ManagerState:
         state = ManagerState(table=table, pid=process.self())
-        table.manager_starts += 1
+        starts = table.track("manager")
         if table.snapshot is None:
             await pipeline.load_initial(table)
-        if table.manager_starts > 1:
-            _restarted(table)
         await _monitor_owners(state)
         await _arm_timer(state)
         client.register(table)
+        if starts > 1:
+            _restarted(table)
+            _start_reload(state, "restart", None, None)  # readings died with the last one
         return state
 
     async def handle_call(self, request: Any, from_: Any, state: ManagerState) -> Any:
@@ -79,7 +80,7 @@ class ConfigManager(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"): 
         return (Reply(error), state)
 
     async def handle_cast(self, request: Any, state: ManagerState) -> Any:
-        logger.warning("config manager ignored an unexpected cast: %.200r", request)
+        logger.warning("config manager ignored an unexpected %s cast", _tag(request))
         return (NoReply(), state)
 
     async def handle_info(self, message: Any, state: ManagerState) -> Any:
@@ -87,8 +88,8 @@ class ConfigManager(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"): 
             await _dispatch(state, message)
         except ConfigError as exc:  # a rejected request: the requester learns why
             _fail(message, exc)
-        except Exception as exc:
-            logger.exception("config manager failed to handle %.200r", message)
+        except Exception as exc:  # the message may hold a secret value: log only its tag
+            logger.exception("config manager failed to handle a %s message", _tag(message))
             _fail(message, exc)
         return (NoReply(), state)
 
@@ -104,7 +105,7 @@ async def _dispatch(state: ManagerState, message: Any) -> None:
     elif tag == DOWN:
         await _owner_down(state, message[-2])
     else:
-        logger.warning("config manager ignored an unexpected message: %.200r", message)
+        logger.warning("config manager ignored an unexpected %s message", _tag(message))
 
 
 # -- writes ------------------------------------------------------------------------------
@@ -148,18 +149,20 @@ async def _delete(state: ManagerState, fut: asyncio.Future[Any], segments: Path,
 
 
 async def _reload_request(state: ManagerState, fut: asyncio.Future[Any], reason: str) -> None:
-    _start_reload(state.table, reason, None, fut)
+    _start_reload(state, reason, None, fut)
 
 
 async def _source_changed(state: ManagerState, name: str) -> None:
-    _start_reload(state.table, f"changed:{name}", [name], None)
+    _start_reload(state, f"changed:{name}", [name], None)
 
 
 def _start_reload(
-    table: ConfigTable, reason: str, only: list[str] | None, fut: asyncio.Future[Any] | None
+    state: ManagerState, reason: str, only: list[str] | None, fut: asyncio.Future[Any] | None
 ) -> None:
     """Read the sources in a task of its own; the manager applies the reading when it comes
-    back as ``(READ, ...)``, so puts never wait for the sources' I/O."""
+    back as ``(READ, ...)``, so puts never wait for the sources' I/O. The task belongs to
+    this manager: if it dies, the reading dies with it and its successor reads again."""
+    table = state.table
 
     async def read_and_return() -> None:
         reading = await pipeline.read(table, reason, only)
@@ -169,6 +172,7 @@ def _start_reload(
     task = loop.create_task(read_and_return(), context=contextvars.Context())
     table.tasks.add(task)
     task.add_done_callback(table.tasks.discard)
+    _otp_compat.bind_task(state.pid, task)
 
 
 async def _read(
@@ -192,7 +196,7 @@ async def _tick(state: ManagerState) -> None:
     must not pile up a reading per tick)."""
     if not state.timer_reading:
         state.timer_reading = True
-        _start_reload(state.table, "timer", None, None)
+        _start_reload(state, "timer", None, None)
     await _arm_timer(state)
 
 
@@ -253,7 +257,7 @@ async def _monitor_owners(state: ManagerState) -> None:
 
 
 def _restarted(table: ConfigTable) -> None:
-    restarts = table.manager_starts - 1
+    restarts = table.restarts("manager")
     logger.warning("config manager %s restarted (restart #%d)", table.spec.id, restarts)
     telemetry.execute(telemetry.MANAGER_RESTARTED, {"restarts": restarts}, {"id": table.spec.id})
 
@@ -271,6 +275,11 @@ def _fail(message: Any, exc: BaseException) -> None:
         fut = message[1]
         if not fut.done():
             fut.set_exception(exc)
+
+
+def _tag(message: Any) -> str:
+    tag = message[0] if isinstance(message, tuple) and message else type(message).__name__
+    return str(tag)[:80]
 
 
 def _version(state: ManagerState) -> int:

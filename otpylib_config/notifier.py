@@ -6,6 +6,13 @@ subscription's callback for one event at a time, in order, so a callback that ra
 or is slow delays only its own subscription. Tasks run in an empty ``contextvars`` context:
 a callback is not inside any otpylib process, so it may use ``gen_server.call`` or
 ``Config`` freely without touching the notifier's mailbox.
+
+Delivery tasks belong to the notifier process: if it dies they are cancelled, and an event
+leaves its queue only once its callback has returned, so the restarted notifier delivers
+an interrupted event again (at least once). A task yields to the loop every
+``YIELD_AFTER_S`` so that a burst of events to sync callbacks never stalls readers, puts or
+other subscribers. A callback that keeps failing is counted every time but logged at most
+once per ``ERROR_LOG_INTERVAL_S``: a log record with a traceback costs far more than a put.
 """
 
 from __future__ import annotations
@@ -14,12 +21,14 @@ import asyncio
 import contextvars
 import inspect
 import logging
+import time
 from typing import Any
 
+from otpylib import process
 from otpylib.gen_server import NoReply, Reply
 from otpylib.module import GEN_SERVER, OTPModule
 
-from otpylib_config import telemetry
+from otpylib_config import _otp_compat, telemetry
 from otpylib_config.errors import ConfigError
 from otpylib_config.protocol import WAKE
 from otpylib_config.subscriptions import Subscription
@@ -28,8 +37,13 @@ from otpylib_config.table import ConfigTable
 logger = logging.getLogger("otpylib_config")
 
 
+YIELD_AFTER_S = 0.005
+ERROR_LOG_INTERVAL_S = 60.0
+
+
 class ConfigNotifier(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"):  # type: ignore[metaclass,call-arg]  # untyped
     async def init(self, table: ConfigTable) -> ConfigTable:
+        table.track("notifier")
         table.wake_sent = False
         table.ready.update(sub for sub in table.subscriptions.by_id.values() if sub.pending)
         start_deliveries(table)
@@ -46,7 +60,7 @@ class ConfigNotifier(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"):
             table.wake_sent = False
             start_deliveries(table)
         else:
-            logger.warning("config notifier ignored an unexpected message: %.200r", message)
+            logger.warning("config notifier ignored an unexpected %s", type(message).__name__)
         return (NoReply(), table)
 
     async def terminate(self, reason: Any, table: ConfigTable) -> None:
@@ -54,8 +68,10 @@ class ConfigNotifier(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"):
 
 
 def start_deliveries(table: ConfigTable) -> None:
-    """Give every ready subscription without a running delivery task one."""
+    """Give every ready subscription without a running delivery task one (called in the
+    notifier process, which owns the tasks)."""
     loop = asyncio.get_running_loop()
+    owner = process.self()
     while table.ready:
         sub = table.ready.pop()
         if sub.active and sub.pending and sub.task is None:
@@ -63,14 +79,20 @@ def start_deliveries(table: ConfigTable) -> None:
             sub.task = task
             table.tasks.add(task)
             task.add_done_callback(table.tasks.discard)
+            _otp_compat.bind_task(owner, task)
 
 
 async def _deliver(table: ConfigTable, sub: Subscription) -> None:
+    loop = asyncio.get_running_loop()
+    since_yield = loop.time()
     try:
         while sub.active and sub.pending:
-            path = next(iter(sub.pending))
-            old, new = sub.pending.pop(path)
+            path, (old, new) = next(iter(sub.pending.items()))
             await _call(table, sub, path, old, new)
+            sub.delivered(path, new)
+            if loop.time() - since_yield > YIELD_AFTER_S:
+                await asyncio.sleep(0)
+                since_yield = loop.time()
     finally:
         sub.task = None
 
@@ -85,11 +107,28 @@ async def _call(table: ConfigTable, sub: Subscription, path: str, old: Any, new:
     except Exception as exc:
         table.counters["subscriber_errors"] += 1
         error = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
-        logger.error(
-            "config subscriber %r failed on %s: %s", sub.pattern, path, error, exc_info=exc
-        )
+        _log_failure(sub, path, error, exc)
         telemetry.execute(
             telemetry.SUBSCRIBER_ERROR,
             {"count": 1},
             {"pattern": sub.pattern, "path": path, "error": error},
         )
+
+
+def _log_failure(sub: Subscription, path: str, error: str, exc: Exception) -> None:
+    """The first failure with its traceback, then one line per interval with a count."""
+    sub.failures += 1
+    now = time.monotonic()
+    if sub.logged_at is not None and now - sub.logged_at < ERROR_LOG_INTERVAL_S:
+        return
+    first = sub.logged_at is None
+    unlogged, sub.failures, sub.logged_at = sub.failures - 1, 0, now
+    more = f" ({unlogged} more failures since the last report)" if unlogged else ""
+    logger.error(
+        "config subscriber %r failed on %s: %s%s",
+        sub.pattern,
+        path,
+        error,
+        more,
+        exc_info=exc if first else None,
+    )

@@ -7,19 +7,18 @@ touches the table's configuration: every write stays with the manager.
 
 The watch loop runs as a task the process owns, outside any process context (like the
 notifier's deliveries), so a source may do HTTP or file I/O without holding a mailbox. A
-loop that raises is logged and restarted after a backoff; if the process itself crashes
-the supervisor restarts it, and ``init`` first cancels the loop of its predecessor, which
-otpylib 0.5.18 never ``terminate``\\s (reference/otpylib-0.5.18.md).
+loop that raises is logged and restarted after a backoff. The task is bound to the process
+(``_otp_compat.bind_task``): however the process ends, its loop is cancelled, and ``init``
+waits until the loop of its predecessor has finished cleaning up (observer threads joined,
+connections closed) before it starts its own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import random
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +26,7 @@ from otpylib import process
 from otpylib.gen_server import NoReply, Reply
 from otpylib.module import GEN_SERVER, OTPModule
 
+from otpylib_config import _otp_compat
 from otpylib_config.client import tell_manager
 from otpylib_config.errors import ConfigError
 from otpylib_config.protocol import SOURCE_CHANGED, SOURCE_FAILED
@@ -36,7 +36,6 @@ from otpylib_config.table import ConfigTable
 logger = logging.getLogger("otpylib_config")
 
 _STOP_TIMEOUT_S = 5.0
-_OWNER_POLL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +46,7 @@ class WatchArgs:
 
 class SourceWatcher(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"):  # type: ignore[metaclass,call-arg]  # untyped
     async def init(self, args: WatchArgs) -> WatchArgs:
+        args.table.track(f"watch:{args.source}")
         await stop(args.table, args.source)
         start(args.table, args.table.sources[args.source].source, process.self())
         return args
@@ -68,22 +68,9 @@ class SourceWatcher(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"): 
 def start(table: ConfigTable, source: Source, owner: Any) -> None:
     """Start ``source``'s watch loop as a task that lives no longer than process ``owner``."""
     loop = asyncio.get_running_loop()
-    task = loop.create_task(_owned(owner, _watch(table, source)), context=contextvars.Context())
+    task = loop.create_task(_watch(table, source), context=contextvars.Context())
     table.watch_tasks[source.name] = task
-
-
-async def _owned(owner: Any, work: Coroutine[Any, Any, None]) -> None:
-    """Run ``work`` while ``owner`` lives. otpylib 0.5.18 never calls ``terminate``, so this
-    is how a loop learns that its process is gone (a supervisor gave up, or an application
-    stopped its tree without ``shutdown``)."""
-    task = asyncio.ensure_future(work)
-    try:
-        while not task.done() and process.is_alive(owner):
-            await asyncio.wait({task}, timeout=_OWNER_POLL_S)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    _otp_compat.bind_task(owner, task)
 
 
 async def stop(table: ConfigTable, name: str) -> None:

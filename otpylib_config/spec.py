@@ -15,6 +15,7 @@ from otpylib_config.watcher import DEFAULT_DEBOUNCE
 DEFAULT_RELOAD_INTERVAL = 30.0
 DEFAULT_WRITE_TIMEOUT = 5.0
 DEFAULT_CALLBACK_TIMEOUT = 30.0
+DEFAULT_STOP_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,7 +26,9 @@ class ConfigSpec:
     ``write_timeout``: how long put/delete/reload/subscribe wait for the manager, retries
     across manager restarts included. ``callback_timeout``: how long an async subscriber
     callback may run before it is cancelled and reported. ``max_restarts`` in
-    ``max_seconds``: the restart intensity of the tree's supervisor.
+    ``max_seconds``: the restart intensity of the tree's supervisor (and of a standalone
+    tree's root). ``stop_timeout``: how long stopping waits for a process or a callback
+    task before it gives up on it and says so.
 
     ``profile`` fills ``{profile}`` in file paths; if ``None`` it is read from the environment
     variable named ``profile_env``. ``schema`` (a pydantic model or a callable that raises)
@@ -47,6 +50,7 @@ class ConfigSpec:
     schema: Any = None
     validators: Mapping[str, Any] = field(default_factory=dict)
     watch_debounce: float = DEFAULT_DEBOUNCE
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT
     runtime: RuntimeSource = field(init=False)
 
     def resolved_profile(self) -> str | None:
@@ -72,5 +76,7 @@ class ConfigSpec:
             raise ValueError("ConfigSpec.reload_interval must be positive or None")
         if self.write_timeout <= 0:
             raise ValueError("ConfigSpec.write_timeout must be positive")
+        if self.stop_timeout <= 0:
+            raise ValueError("ConfigSpec.stop_timeout must be positive")
         object.__setattr__(self, "sources", loaded)
         object.__setattr__(self, "runtime", runtimes[0] if runtimes else RuntimeSource())

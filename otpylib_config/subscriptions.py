@@ -10,6 +10,7 @@ event per path it watches, however many changes arrive.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,9 +33,12 @@ class Subscription:
     segments: Path
     callback: Callback
     owner: Any = None  # the otpylib Pid that subscribed, if any
-    pending: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    pending: OrderedDict[str, tuple[Any, Any]] = field(default_factory=OrderedDict)
+    """Events in delivery order; an ``OrderedDict`` so taking the first is O(1)."""
     task: asyncio.Task[None] | None = None
     active: bool = True
+    failures: int = 0  # callback failures not yet logged
+    logged_at: float | None = None  # when a failure was last logged (monotonic)
 
     def enqueue(self, events: Iterable[Event]) -> None:
         for path, old, new in events:
@@ -45,6 +49,17 @@ class Subscription:
                 del self.pending[path]  # the changes cancelled out
             else:
                 self.pending[path] = (queued[0], new)  # keeps its place in the queue
+
+    def delivered(self, path: str, new: Any) -> None:
+        """The callback returned for the event of ``path``: drop it, or keep what
+        arrived for ``path`` meanwhile as a change from ``new``."""
+        queued = self.pending.get(path)
+        if queued is None:
+            return
+        if queued[1] is new or same(queued[1], new):
+            del self.pending[path]
+        else:
+            self.pending[path] = (new, queued[1])
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,10 @@ The supervisor's child specs pass the same ``ConfigTable`` to every restart of t
 and the notifier, so the runtime layer, the subscriptions, each source's last good layer and
 the published snapshot survive any crash. The configuration in it (layers, overrides,
 snapshot, subscriptions) is written by the manager only; readers only read ``snapshot``,
-the notifier takes subscriptions from ``ready``, and reload readings and watch loops keep
-their tasks in ``tasks`` and ``watch_tasks`` so that ``shutdown`` can cancel them.
+the notifier takes subscriptions from ``ready``. Tasks (reload readings, deliveries, watch
+loops) belong to the process that started them and are cancelled when it ends
+(``_otp_compat.bind_task``); ``tasks`` and ``watch_tasks`` list them for ``shutdown``.
+``health`` records every process of the tree as it starts and ends, for ``status()``.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from otpylib_config import telemetry
+from otpylib import process
+
+from otpylib_config import _otp_compat, telemetry
 from otpylib_config.persistence import Persistence
 from otpylib_config.redact import Redactor
 from otpylib_config.snapshot import Snapshot
@@ -69,6 +74,35 @@ class SourceStatus:
     age_s: float | None  # seconds since the last successful load
 
 
+@dataclass(eq=False)
+class ProcessHealth:
+    """One process of the tree (by role: ``manager``, ``notifier``, ``watch:<source>``,
+    ``supervisor``, ``root``), across its restarts."""
+
+    role: str
+    name: str
+    pid: Any = None
+    starts: int = 0
+    last_exit: str | None = None
+    last_exit_at: float | None = None
+
+    @property
+    def deaths(self) -> int:
+        return self.starts - (self.pid is not None)
+
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    """What ``status()`` says of one process: is it alive, how often did it die, of what."""
+
+    role: str
+    name: str
+    alive: bool
+    restarts: int
+    last_exit: str | None
+    last_exit_at: float | None
+
+
 @dataclass(frozen=True)
 class Status:
     """What ``Config.status()`` returns: enough to tell whether the config can be trusted."""
@@ -83,9 +117,22 @@ class Status:
     counters: Mapping[str, int]
     profile: str | None = None
     last_validation_error: str | None = None
+    processes: tuple[ProcessStatus, ...] = ()
+    stopped: str | None = None
+    """Why the tree is stopped for good (writes fail at once), or ``None`` while it runs."""
+
+    @property
+    def healthy(self) -> bool:
+        """The tree serves writes and events, and every source loaded (a health check)."""
+        return (
+            self.stopped is None
+            and self.manager_running
+            and all(p.alive for p in self.processes)
+            and all(s.healthy for s in self.sources)
+        )
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class ConfigTable:
     spec: ConfigSpec
     sources: dict[str, SourceState] = field(init=False)
@@ -106,7 +153,8 @@ class ConfigTable:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)  # deliveries and readings
     watch_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # by source name
     counters: Counter[str] = field(default_factory=Counter)
-    manager_starts: int = 0
+    health: dict[str, ProcessHealth] = field(default_factory=dict)  # by role
+    stopped: str | None = None  # why the tree is stopped for good; writes fail at once
     sub_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     reading_seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -139,6 +187,51 @@ class ConfigTable:
             {"source": state.source.name, "error": error, "stage": stage},
         )
 
+    def track(self, role: str) -> int:
+        """Record that the calling process started as ``role`` and, when it ends, how;
+        returns how many times that role has started."""
+        pid = process.self()
+        health = self.health.setdefault(role, ProcessHealth(role, self.name_of(role)))
+        health.pid = pid
+        health.starts += 1
+        _otp_compat.on_exit(pid, lambda reason: self._exited(health, pid, reason))
+        return health.starts
+
+    def _exited(self, health: ProcessHealth, pid: Any, reason: Any) -> None:
+        health.last_exit = _otp_compat.describe(reason)
+        health.last_exit_at = time.time()
+        if health.pid == pid:
+            health.pid = None
+        telemetry.execute(
+            telemetry.PROCESS_EXITED,
+            {"count": 1},
+            {"id": self.spec.id, "role": health.role, "reason": health.last_exit},
+        )
+
+    def stop_for_good(self, why: str, *, expected: bool = False) -> None:
+        """Nothing will restart the tree: say so once, and make writes fail at once.
+        ``expected``: asked for (``shutdown``), so no error is logged."""
+        if self.stopped is not None:
+            return
+        deaths = ", ".join(
+            f"{h.role} {h.deaths}x (last: {h.last_exit})"
+            for h in self.health.values()
+            if h.last_exit is not None
+        )
+        self.stopped = f"config tree {self.spec.id!r} is stopped for good: {why}" + (
+            f"; deaths: {deaths}" if deaths else ""
+        )
+        (logger.info if expected else logger.error)("%s", self.stopped)
+        telemetry.execute(telemetry.TREE_STOPPED, {"count": 1}, {"id": self.spec.id, "reason": why})
+
+    def name_of(self, role: str) -> str:
+        """The registered name of the process that plays ``role``."""
+        if role == "supervisor":
+            return self.supervisor_name
+        if role.startswith("watch:"):
+            return self.watcher_name(role[len("watch:") :])
+        return f"{self.supervisor_name}.{role}"
+
     def configure_sources(self) -> None:
         context = SourceContext(profile=self.profile, watch_debounce=self.spec.watch_debounce)
         for state in self.sources.values():
@@ -167,17 +260,38 @@ class ConfigTable:
             version=snapshot.version,
             config_hash=snapshot.config_hash,
             manager_running=manager_running,
-            manager_restarts=max(self.manager_starts - 1, 0),
+            manager_restarts=self.restarts("manager"),
             subscriptions=len(self.subscriptions),
             sources=tuple(_source_status(state, now) for state in self._all_states()),
             counters=dict(self.counters),
             profile=self.profile,
             last_validation_error=self.last_validation_error,
+            processes=tuple(_process_status(h) for h in self.health.values()),
+            stopped=self.stopped,
         )
+
+    def restarts(self, role: str) -> int:
+        health = self.health.get(role)
+        return 0 if health is None else max(health.starts - 1, 0)
+
+    def __repr__(self) -> str:  # the default would show every value, secrets included
+        return f"ConfigTable(id={self.spec.id!r})"
 
     def _all_states(self) -> list[SourceState]:
         persisted = [self.runtime_state] if self.persistence.path is not None else []
         return [*self.sources.values(), *persisted]
+
+
+def _process_status(health: ProcessHealth) -> ProcessStatus:
+    alive = health.pid is not None and process.is_alive(health.pid)
+    return ProcessStatus(
+        health.role,
+        health.name,
+        alive,
+        max(health.starts - 1, 0),
+        health.last_exit,
+        health.last_exit_at,
+    )
 
 
 def _source_status(state: SourceState, now: float) -> SourceStatus:

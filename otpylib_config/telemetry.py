@@ -17,6 +17,8 @@ Events emitted by otpylib-config (measurements in brackets, then metadata keys):
 ``config.subscriber_error``   [count=1]  pattern, path, error
 ``config.validation_failed``  [problems]  reason, problems
 ``config.manager.restarted``  [restarts]  id
+``config.process.exited``     [count=1]  id, role, reason (a process of the tree ended)
+``config.tree.stopped``       [count=1]  id, reason (nothing will restart the tree)
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ SOURCE_ERROR = "config.source.error"
 SUBSCRIBER_ERROR = "config.subscriber_error"
 VALIDATION_FAILED = "config.validation_failed"
 MANAGER_RESTARTED = "config.manager.restarted"
+PROCESS_EXITED = "config.process.exited"
+TREE_STOPPED = "config.tree.stopped"
 
 Measurements = Mapping[str, float]
 Metadata = Mapping[str, Any]

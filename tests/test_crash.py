@@ -102,7 +102,7 @@ async def test_repeated_crashes_lose_no_acknowledged_put_or_subscription(
     await asyncio.gather(*readers)
 
     assert read_errors == []
-    assert table.manager_starts == 9
+    assert table.health["manager"].starts == 9
     for path, value in acknowledged.items():
         assert Config.get_nowait(path) == value, path
     await eventually(lambda: len({p for p, _, _ in recorder.events}) == len(acknowledged))
