@@ -21,6 +21,9 @@ Exit signals (``AsyncIOBackend.exit``, ``_handle_process_exit``, ``Process.run``
 * a process killed before it ever ran stayed in the process table forever: its exit is
   handled at once, since its body will never run.
 * links propagate every reason but ``normal`` (upstream dropped ``shutdown`` and ``killed``).
+* ``receive(timeout=...)`` waited with ``asyncio.wait_for``, which on Python 3.11 swallows
+  a cancellation that lands as the message arrives: an exit signal was then lost and the
+  process lived on. It waits with ``asyncio.timeout`` instead.
 * :func:`on_exit` and :func:`bind_task` attach cleanup to a process: otpylib never calls
   ``terminate``, so this is how a task or resource owned by a process ends with it.
 
@@ -63,7 +66,7 @@ from otpylib import supervisor as otp_supervisor
 from otpylib.runtime import reset_runtime, set_runtime
 from otpylib.runtime.atoms import DOWN, EXIT, KILLED, NORMAL, SHUTDOWN, STARTING
 from otpylib.runtime.backends.asyncio_backend.backend import AsyncIOBackend
-from otpylib.runtime.backends.asyncio_backend.process import Process
+from otpylib.runtime.backends.asyncio_backend.process import Process, ProcessMailbox
 from otpylib.runtime.backends.base import ProcessNotFoundError
 from otpylib.supervisor import core as supervisor_core
 from otpylib.supervisor.atoms import (
@@ -90,6 +93,7 @@ ORIGINAL = {
     "exit": AsyncIOBackend.exit,
     "handle_process_exit": AsyncIOBackend._handle_process_exit,
     "run": Process.run,
+    "receive": ProcessMailbox.receive,
     "start_link": supervisor_core.start_link,
     "supervisor_loop": supervisor_core._supervisor_loop,
 }
@@ -162,6 +166,13 @@ async def _run(self: Process) -> Any:
     except Exception as exc:
         return getattr(self, "exit_reason", None) or exc
     return getattr(self, "exit_reason", None) or NORMAL
+
+
+async def _receive(self: ProcessMailbox, timeout: float | None = None) -> Any:
+    if self.closed:
+        raise RuntimeError("Mailbox is closed")
+    async with asyncio.timeout(timeout):
+        return await self.queue.get()
 
 
 async def _exit(self: AsyncIOBackend, pid: Any, reason: Any) -> None:
@@ -475,6 +486,7 @@ def install() -> bool:
     AsyncIOBackend.exit = _exit
     AsyncIOBackend._handle_process_exit = _handle_process_exit
     Process.run = _run
+    ProcessMailbox.receive = _receive
     supervisor_core._supervisor_loop = _supervisor_loop
     supervisor_core.start_link = _start_link
     otp_supervisor.start_link = _start_link
@@ -488,6 +500,7 @@ def uninstall() -> None:
     AsyncIOBackend.exit = ORIGINAL["exit"]
     AsyncIOBackend._handle_process_exit = ORIGINAL["handle_process_exit"]
     Process.run = ORIGINAL["run"]
+    ProcessMailbox.receive = ORIGINAL["receive"]
     supervisor_core._supervisor_loop = ORIGINAL["supervisor_loop"]
     supervisor_core.start_link = ORIGINAL["start_link"]
     otp_supervisor.start_link = ORIGINAL["start_link"]
