@@ -48,11 +48,12 @@ async def test_child_spec_embeds_the_tree_in_an_application(otp_runtime: Any) ->
     assert Config.get_nowait("server.port") == 9000
     assert process.whereis("otpylib_config.app.manager") is not None
 
-    await stop_application("application")
-    await otpylib_config.shutdown("app")
+    await stop_application("application")  # the tree stops with its parent
 
     assert process.whereis("otpylib_config.app") is None
     assert process.whereis("otpylib_config.app.manager") is None
+    assert Config.get_nowait("server.port") == 9000  # reads keep the last snapshot
+    await otpylib_config.shutdown("app")  # an explicit stop also ends the reads
     with pytest.raises(NotRunningError):
         Config.get_nowait("server.port")
 
@@ -105,4 +106,4 @@ async def test_events_flow_in_an_embedded_tree(otp_runtime: Any) -> None:
 
     assert await recorder.settled(1) == [("x", 0, 1)]
     await stop_application("app2")
-    await otpylib_config.shutdown("embedded")
+    assert process.whereis("otpylib_config.embedded.notifier") is None
