@@ -210,6 +210,8 @@ async def _arm_timer(state: ManagerState) -> None:
 
 
 async def _subscribe(state: ManagerState, fut: asyncio.Future[Any], sub: Subscription) -> None:
+    if sub.id not in state.table.subscriptions.by_id:
+        sub.since = _version(state)  # changes published before now are not its events
     added = state.table.subscriptions.add(sub)
     if added and sub.owner is not None and not await _monitor(state, sub.owner):
         state.table.subscriptions.remove(sub.id)  # the subscriber exited already

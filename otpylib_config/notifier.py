@@ -47,6 +47,8 @@ class ConfigNotifier(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"):
         table.wake_sent = False
         table.ready.update(sub for sub in table.subscriptions.by_id.values() if sub.pending)
         start_deliveries(table)
+        if table.changes:  # its predecessor died mid-way: resume (no mailbox wait in init)
+            await process.send(process.self(), (WAKE,))
         return table
 
     async def handle_call(self, request: Any, from_: Any, table: ConfigTable) -> Any:
@@ -58,13 +60,28 @@ class ConfigNotifier(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"):
     async def handle_info(self, message: Any, table: ConfigTable) -> Any:
         if message == (WAKE,):
             table.wake_sent = False
-            start_deliveries(table)
+            await _expand(table)
         else:
             logger.warning("config notifier ignored an unexpected %s", type(message).__name__)
         return (NoReply(), table)
 
     async def terminate(self, reason: Any, table: ConfigTable) -> None:
         """Never called by otpylib 0.5.18; nothing here depends on it."""
+
+
+async def _expand(table: ConfigTable) -> None:
+    """Turn published changes into events, a slice of ``YIELD_AFTER_S`` at a time, and
+    start deliveries after each slice so callbacks need not wait for the whole change."""
+    while table.changes:
+        change = table.changes[0]
+        touched = table.subscriptions.expand(change, time.monotonic() + YIELD_AFTER_S)
+        table.ready.update(sub for sub in touched if sub.pending and sub.task is None)
+        if change.cursor >= len(change.changed):
+            table.changes.popleft()
+        start_deliveries(table)
+        if table.changes:
+            await asyncio.sleep(0)
+    start_deliveries(table)
 
 
 def start_deliveries(table: ConfigTable) -> None:

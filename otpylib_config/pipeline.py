@@ -27,6 +27,7 @@ from otpylib_config.protocol import WAKE, ReloadResult
 from otpylib_config.snapshot import Snapshot
 from otpylib_config.sources.base import Source
 from otpylib_config.sources.runtime import Overrides
+from otpylib_config.subscriptions import Change
 from otpylib_config.table import ConfigTable
 from otpylib_config.tree import (
     MISSING,
@@ -146,18 +147,17 @@ async def apply_overrides(table: ConfigTable, overrides: Overrides, root: Path) 
 
 
 async def publish(table: ConfigTable, tree: Section, changed: list[Path], model: Any) -> None:
-    """Swap in the next snapshot, then queue the events of every matching subscription."""
+    """Swap in the next snapshot, then hand the change to the notifier, which turns it into
+    events: the manager's cost does not grow with the subscriptions it concerns."""
     assert table.snapshot is not None
     old_tree = table.snapshot.tree
     table.snapshot = table.snapshot.successor(tree, changed, model)
     table.counters["changes"] += len(changed)
-    for sub, events in table.subscriptions.events(changed, old_tree, tree).items():
-        sub.enqueue(events)
-        if sub.pending and sub.task is None:
-            table.ready.add(sub)
-    if table.ready and not table.wake_sent:
-        table.wake_sent = True
-        await process.send(table.notifier_name, (WAKE,))
+    if len(table.subscriptions):
+        table.changes.append(Change(table.snapshot.version, changed, old_tree, tree))
+        if not table.wake_sent:
+            table.wake_sent = True
+            await process.send(table.notifier_name, (WAKE,))
     if telemetry.has_handlers(telemetry.CHANGED):
         _emit_changes(table, old_tree, tree, changed)
 

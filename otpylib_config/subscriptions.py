@@ -1,17 +1,24 @@
 """Subscriptions: which changes each subscriber gets, and its queue of pending events.
 
-Matching follows DESIGN §3: for each changed leaf, a subscription gets one event for the
-deepest ancestor-or-self of the leaf that its pattern matches, deduplicated per node, with
-the whole old and new value at that node. Pending events are coalesced per path (first
+Matching: for each changed leaf, a subscription gets one event for the deepest
+ancestor-or-self of the leaf that its pattern matches, deduplicated per node, with the
+whole old and new value at that node. Pending events are coalesced per path (first
 ``old``, last ``new``; dropped if they cancel out), so a slow subscriber holds at most one
 event per path it watches, however many changes arrive.
+
+The manager only records each published :class:`Change`; the notifier turns it into events
+with :meth:`Subscriptions.expand`, a slice at a time, so that a change of 200,000 leaves
+never holds the event loop (or the manager) for long. A change's ``cursor`` records how
+far it got, so a notifier restarted mid-way resumes without losing or repeating an event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +44,7 @@ class Subscription:
     """Events in delivery order; an ``OrderedDict`` so taking the first is O(1)."""
     task: asyncio.Task[None] | None = None
     active: bool = True
+    since: int = 0  # the snapshot version when it was made: older changes are not its
     failures: int = 0  # callback failures not yet logged
     logged_at: float | None = None  # when a failure was last logged (monotonic)
 
@@ -60,6 +68,20 @@ class Subscription:
             del self.pending[path]
         else:
             self.pending[path] = (new, queued[1])
+
+
+@dataclass(eq=False)
+class Change:
+    """One published change, waiting to be turned into events (see :meth:`Subscriptions.expand`)."""
+
+    version: int
+    changed: list[Path]
+    old: Section
+    new: Section
+    cursor: int = 0  # leaves of ``changed`` already turned into events
+    emitted: set[tuple[int, Path]] = field(default_factory=set)
+    """``(subscription id, node)`` of section events already queued: a node above several
+    changed leaves gets one event."""
 
 
 @dataclass(frozen=True)
@@ -112,14 +134,37 @@ class Subscriptions:
     def events(
         self, changed: Iterable[Path], old: Section, new: Section
     ) -> dict[Subscription, list[Event]]:
-        """The events each matching subscription gets for one published change."""
-        if not self.by_id:
-            return {}
-        nodes: dict[Subscription, dict[Path, None]] = {}
-        for leaf in changed:
-            for sub, depth in self.index.deepest_matches(leaf).items():
-                nodes.setdefault(sub, {})[leaf[:depth]] = None
-        return {
-            sub: [(".".join(p), value_at(old, p), value_at(new, p)) for p in paths]
-            for sub, paths in nodes.items()
-        }
+        """The events each matching subscription gets for one change, all at once."""
+        change = Change(sys.maxsize, list(changed), old, new)
+        found: dict[Subscription, list[Event]] = {}
+        for leaf in change.changed:
+            for sub, event in self._leaf_events(change, leaf):
+                found.setdefault(sub, []).append(event)
+        return found
+
+    def expand(self, change: Change, deadline: float) -> set[Subscription]:
+        """Queue the events of ``change`` on the subscriptions it concerns, leaf by leaf
+        from ``change.cursor``, until done or ``time.monotonic()`` passes ``deadline``.
+        Returns the subscriptions that got events; ``change.cursor`` says how far it got."""
+        touched: set[Subscription] = set()
+        changed = change.changed
+        while change.cursor < len(changed):
+            leaf = changed[change.cursor]
+            for sub, event in self._leaf_events(change, leaf):
+                sub.enqueue((event,))
+                touched.add(sub)
+            change.cursor += 1
+            if change.cursor % 64 == 0 and time.monotonic() > deadline:
+                break
+        return touched
+
+    def _leaf_events(self, change: Change, leaf: Path) -> Iterator[tuple[Subscription, Event]]:
+        for sub, depth in self.index.deepest_matches(leaf).items():
+            if not sub.active or sub.since >= change.version:
+                continue
+            node = leaf[:depth]
+            if depth < len(leaf):  # a section above the leaf: once per change
+                if (sub.id, node) in change.emitted:
+                    continue
+                change.emitted.add((sub.id, node))
+            yield sub, (".".join(node), value_at(change.old, node), value_at(change.new, node))

@@ -16,7 +16,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +30,7 @@ from otpylib_config.snapshot import Snapshot
 from otpylib_config.sources.base import Source, SourceContext
 from otpylib_config.sources.runtime import Overrides
 from otpylib_config.spec import ConfigSpec
-from otpylib_config.subscriptions import Subscription, Subscriptions
+from otpylib_config.subscriptions import Change, Subscription, Subscriptions
 from otpylib_config.validation import Validator
 from otpylib_config.values import EMPTY, Section
 
@@ -148,6 +148,7 @@ class ConfigTable:
     )  # the merged layers of every source but the runtime one
     snapshot: Snapshot | None = None  # None until the first load
     subscriptions: Subscriptions = field(default_factory=Subscriptions)
+    changes: deque[Change] = field(default_factory=deque)  # published, not yet events
     ready: set[Subscription] = field(default_factory=set)  # have events, need a drain task
     wake_sent: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)  # deliveries and readings
