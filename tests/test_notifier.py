@@ -9,6 +9,7 @@ from typing import Any
 from otpylib import process
 
 from otpylib_config import Config, DefaultsSource, FileSource, telemetry
+from otpylib_config.client import current_table
 from otpylib_config.supervisor import in_process
 
 from .conftest import Recorder, StartTree, eventually
@@ -302,3 +303,93 @@ def _table() -> Any:
 
 def _subscription(sub_id: int) -> Any:
     return _table().subscriptions.by_id[sub_id]
+
+
+async def test_a_large_change_is_delivered_while_the_loop_keeps_running(
+    start_tree: StartTree,
+) -> None:
+    """20,000 events to one sync ``**`` subscriber: other tasks run between deliveries."""
+    await start_tree(sources=[DefaultsSource({"seed": 0})])
+    delivered: list[str] = []
+    ticks_during: list[int] = []
+    ticks = 0
+    await Config.subscribe("**", lambda path, old, new: delivered.append(path))
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while len(delivered) < 20_000:
+            ticks += 1
+            if delivered:
+                ticks_during.append(len(delivered))
+            await asyncio.sleep(0)
+
+    running = asyncio.create_task(ticker())
+    await Config.put("a", {f"k{i}": i for i in range(20_000)})
+    await asyncio.wait_for(running, 30)
+
+    assert sorted(delivered) == sorted(f"a.k{i}" for i in range(20_000))
+    assert len({n for n in ticks_during if n < 20_000}) > 3  # it ran in between, repeatedly
+
+
+async def test_a_failing_callback_is_counted_every_time_and_logged_once_per_interval(
+    start_tree: StartTree, caplog: Any
+) -> None:
+    await start_tree(sources=[DefaultsSource({"a": {}})])
+
+    def broken(path: str, old: Any, new: Any) -> None:
+        raise RuntimeError("broken subscriber")
+
+    await Config.subscribe("a.*", broken)
+    with telemetry.capture_events(telemetry.SUBSCRIBER_ERROR) as errors:
+        await Config.put("a", {f"k{i}": i for i in range(200)})
+        await eventually(lambda: len(errors) == 200)
+
+    records = [r for r in caplog.records if "broken subscriber" in r.getMessage()]
+    assert len(records) == 1 and records[0].exc_info is not None  # the first, with traceback
+    assert (await Config.status()).counters["subscriber_errors"] == 200
+
+
+async def test_an_event_interrupted_by_a_notifier_death_is_delivered_again(
+    start_tree: StartTree,
+) -> None:
+    await start_tree(sources=[DefaultsSource({"x": 0})])
+    table = current_table()
+    calls: list[tuple[str, Any, Any]] = []
+    entered = asyncio.Event()
+
+    async def slow(path: str, old: Any, new: Any) -> None:
+        calls.append((path, old, new))
+        entered.set()
+        await asyncio.sleep(60 if len(calls) == 1 else 0)
+
+    await Config.subscribe("x", slow)
+    await Config.put("x", 1)
+    await entered.wait()
+    notifier = process.whereis(table.notifier_name)
+    await in_process(lambda: process.exit(notifier, "boom"))
+
+    await eventually(lambda: len(calls) == 2)
+    assert calls == [("x", 0, 1), ("x", 0, 1)]  # at least once: the interrupted one again
+    await Config.put("x", 2)
+    await eventually(lambda: calls[-1] == ("x", 1, 2))
+    notifier_status = next(p for p in (await Config.status()).processes if p.role == "notifier")
+    assert notifier_status.restarts == 1 and notifier_status.last_exit == "boom"
+
+
+async def test_a_notifier_killed_while_expanding_a_change_resumes_where_it_was(
+    start_tree: StartTree,
+) -> None:
+    await start_tree(sources=[DefaultsSource({"a": {}})], max_restarts=100)
+    table = current_table()
+    delivered: list[str] = []
+    await Config.subscribe("a.*", lambda path, old, new: delivered.append(path))
+
+    await Config.put("a", {f"k{i}": i for i in range(50_000)})
+    for _ in range(5):  # kill it repeatedly while the change is being expanded
+        await asyncio.sleep(0.002)
+        pid = process.whereis(table.notifier_name)
+        if pid is not None and table.changes:
+            await in_process(lambda pid=pid: process.exit(pid, "kill"))
+
+    await eventually(lambda: len(delivered) >= 50_000, timeout=30)
+    assert len(delivered) == len(set(delivered)) == 50_000  # nothing lost, nothing twice
