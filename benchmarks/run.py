@@ -47,7 +47,7 @@ from typing import Any
 
 import aiohttp
 from _timing import Paired, measure_paired, nested_config, scaled
-from otpylib import gen_server
+from otpylib import atom, gen_server, process
 from otpylib.gen_server import NoReply, Reply
 from otpylib.module import GEN_SERVER, OTPModule
 from otpylib.runtime import get_runtime
@@ -64,6 +64,7 @@ from otpylib_config import (
     Source,
     _otp_compat,
 )
+from otpylib_config.client import current_table
 from otpylib_config.supervisor import in_process
 
 HERE = Path(__file__).resolve().parent
@@ -97,10 +98,13 @@ class Sizes:
     writes: int = 50  # row 8
     reload_sections: int = 100  # row 7: sections of 100 keys in the TOML file
     reloads: int = 15  # row 7
+    kills: int = 100  # row 9
 
 
 FULL = Sizes()
-QUICK = Sizes(big_sections=20, subscriptions=200, saves=5, reload_sections=10, reloads=3, writes=5)
+QUICK = Sizes(
+    big_sections=20, subscriptions=200, saves=5, reload_sections=10, reloads=3, writes=5, kills=5
+)
 
 
 @dataclass(frozen=True)
@@ -713,6 +717,40 @@ async def consul_write_to_callback(ctx: Context) -> list[Row]:
             p50_target_ms=50,
             p99_target_ms=None,
             tries="writes",
+        )
+    ]
+
+
+@benchmark("restart_gap")
+async def restart_gap(ctx: Context) -> list[Row]:
+    """Row 9: ``process.exit(manager, kill)`` → the first acknowledged put after it.
+
+    The reason cycles through ``kill``, ``shutdown`` and a custom one; each sample starts
+    just before the exit signal and ends when a put sent right after it has been published
+    by the restarted manager (the put waits out the restart, as any writer would).
+    """
+    reasons = [atom.ensure("kill"), atom.ensure("shutdown"), "bench-crash"]
+    samples: list[float] = []
+    async with otpylib_config.running(spec(small_config(), max_restarts=10 * ctx.sizes.kills)):
+        table = current_table()
+        for i in range(ctx.sizes.kills):
+            pid = process.whereis(table.manager_name)
+            started = time.perf_counter()
+            await in_process(lambda pid=pid, i=i: process.exit(pid, reasons[i % len(reasons)]))
+            await Config.put("bench.gap", i)
+            samples.append(time.perf_counter() - started)
+            await asyncio.sleep(0.01)
+    ctx.raw["restart_gap"] = {"attempts": ctx.sizes.kills, "samples_s": samples}
+    name = "manager killed (`process.exit`) → next put acknowledged"
+    return [
+        latency_row(
+            "9",
+            name,
+            samples,
+            attempts=ctx.sizes.kills,
+            p50_target_ms=None,
+            p99_target_ms=100,
+            tries="kills",
         )
     ]
 
