@@ -390,3 +390,27 @@ async def test_stop_is_bounded_when_a_callback_ignores_cancellation(
     await asyncio.wait_for(tree.stop(), 2.0)
 
     assert "ignored cancellation" in caplog.text
+
+
+async def test_a_manager_whose_init_fails_on_restart_counts_as_a_death_until_the_tree_gives_up(
+    start_tree: StartTree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await start_tree(sources=[DefaultsSource({"x": 0})], max_restarts=2, max_seconds=30)
+    await Config.put("x", 1)
+    table = current_table()
+    from otpylib_config.manager import ConfigManager
+
+    async def failing_init(self: Any, table: Any) -> Any:
+        table.track("manager")
+        raise RuntimeError("manager cannot start")
+
+    monkeypatch.setattr(ConfigManager, "init", failing_init)
+    manager = process.whereis(table.manager_name)
+    await in_process(lambda: process.exit(manager, atom.ensure("boom")))
+
+    await eventually(lambda: table.stopped is not None, timeout=10)
+    assert Config.get_nowait("x") == 1
+    with pytest.raises(NotRunningError, match="manager"):
+        await Config.put("x", 2)
+    manager_status = next(p for p in (await Config.status()).processes if p.role == "manager")
+    assert not manager_status.alive and manager_status.restarts >= 2
