@@ -166,6 +166,7 @@ async def shutdown(spec_id: str) -> None:
     client.unregister(table)
     await push.stop_all(table)
     await _cancel_leftovers(table)
+    await table.persistence.close()  # waits for a compaction in flight
 
 
 def _stop_timeout(table: ConfigTable | None) -> float:

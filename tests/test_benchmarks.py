@@ -29,6 +29,7 @@ ROWS = {
     "7a": "await Config.reload()",
     "7b": "events delivered",
     "8": "Consul write → subscriber callback",
+    "9": "manager killed",
 }
 BASELINE_ROWS = ("2b", "3b", "4b")
 

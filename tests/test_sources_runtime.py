@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import time
+from collections.abc import Callable
+from pathlib import Path as FilePath
 from typing import Any
 
 import pytest
 
+from otpylib_config.errors import SourceError
 from otpylib_config.paths import parse_path
 from otpylib_config.sources.runtime import Override, Overrides, RuntimeSource
 from otpylib_config.tree import MISSING, get_in
@@ -65,6 +69,85 @@ async def test_runtime_source_is_optional_and_not_loaded_itself() -> None:
     assert source.required is False
     with pytest.raises(NotImplementedError):
         await source.load()
+
+
+def test_runtime_source_refuses_a_directory_when_it_is_made(tmp_path: FilePath) -> None:
+    with pytest.raises(SourceError, match="it is a directory") as refused:
+        RuntimeSource(path=tmp_path)
+    assert str(tmp_path) in str(refused.value)
+
+
+def test_runtime_source_takes_a_file_that_does_not_exist_yet(tmp_path: FilePath) -> None:
+    assert RuntimeSource(path=tmp_path / "overrides.json").path == tmp_path / "overrides.json"
+
+
+# -- changes: what the journal records ------------------------------------------------------
+
+
+def test_a_put_records_the_change_that_made_it() -> None:
+    first = Overrides()
+    second, _ = first.put(p("a.b"), 1, at=5.0)
+    assert second.change is not None
+    assert (second.change.path, second.change.value, second.change.at) == (("a", "b"), 1, 5.0)
+    assert second.change.deleted is False
+    assert second.change.parent() is first
+    assert first.change is None
+
+
+def test_a_delete_records_the_change_that_made_it() -> None:
+    first = overrides_with(("a", {"b": 1, "c": 2}))
+    outcome = first.delete(p("a.b"), at=7.0)
+    assert outcome is not None
+    change = outcome[0].change
+    assert change is not None and change.deleted and change.path == ("a", "b")
+    assert change.parent() is first
+
+
+def test_a_change_does_not_keep_its_predecessor_alive() -> None:
+    second, _ = Overrides().put(p("a"), 1)
+    assert second.change is not None
+    gc.collect()
+    assert second.change.parent() is None
+
+
+def test_replaying_a_change_on_its_predecessor_gives_the_same_overrides() -> None:
+    """What restoring a journal relies on: put(path, value, at) and delete(path, at)."""
+    steps: list[Callable[[Overrides], Overrides]] = [
+        lambda o: o.put(p("db.pool"), 6, at=9.0)[0],  # inside an override
+        lambda o: _deleted(o, p("db.url"), at=9.0),  # inside an override
+        lambda o: o.put(p("x"), 2, at=9.0)[0],  # above an override
+        lambda o: _deleted(o, p("x"), at=9.0),
+    ]
+    state = overrides_with(("db", {"url": "u", "pool": 5}), ("x.y", 1))
+    for step in steps:
+        made = step(state)
+        change = made.change
+        assert change is not None and change.parent() is state
+        if change.deleted:
+            replayed = _deleted(state, change.path, at=change.at)
+        else:
+            replayed = state.put(change.path, change.value, change.at)[0]
+        assert replayed.root == made.root
+        state = made
+
+
+def _deleted(overrides: Overrides, path: tuple[str, ...], at: float) -> Overrides:
+    outcome = overrides.delete(path, at=at)
+    assert outcome is not None
+    return outcome[0]
+
+
+def test_a_delete_inside_an_override_stamps_the_edited_override_with_its_time() -> None:
+    overrides = overrides_with(("db", {"url": "u", "pool": 5}))
+    outcome = overrides.delete(p("db.url"), at=42.0)
+    assert outcome is not None
+    marker = get_in(outcome[0].root, ("db",))
+    assert isinstance(marker, Override) and marker.at == 42.0
+
+
+def test_overrides_compare_by_content_not_by_how_they_were_made() -> None:
+    made, _ = Overrides().put(p("a"), 1, at=1.0)
+    assert made == Overrides(made.root)
 
 
 # -- put ------------------------------------------------------------------------------------

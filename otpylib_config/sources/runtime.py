@@ -5,16 +5,22 @@ even a section or ``None``) and a delete removes the override so that lower laye
 through again. Overrides never nest: a put below an existing override edits that override's
 value, a put above existing overrides absorbs them. The structure is persistent (every
 operation returns a new :class:`Overrides`), so the manager can validate a change before it
-commits it and a crash can never leave it half-applied.
+commits it and a crash can never leave it half-applied. Each :class:`Overrides` made by
+``put`` or ``delete`` also says which operation made it from which predecessor
+(:class:`Change`): that is what the journal of :mod:`otpylib_config.persistence` appends, so
+persisting a put costs the size of that put, not of all the overrides.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import weakref
 from dataclasses import dataclass, field
+from pathlib import Path as FilePath
 from typing import Any
 
+from otpylib_config.errors import SourceError
 from otpylib_config.paths import Path
 from otpylib_config.sources.base import Source
 from otpylib_config.tree import MISSING, get_in, remove_in, set_in
@@ -24,13 +30,17 @@ from otpylib_config.values import EMPTY, Section
 class RuntimeSource(Source):
     """Marks where runtime overrides go; always the highest priority, added if omitted.
 
-    ``path``: persist the overrides to this JSON file so they survive a restart.
+    ``path``: persist the overrides to this JSON file (and a journal next to it) so they
+    survive a restart. A directory is refused here, when the mistake is made; whether the
+    file's directory exists and is writable is checked when the tree starts.
     """
 
     name = "runtime"
     required = False
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        if path is not None and FilePath(path).is_dir():
+            raise SourceError("runtime", f"cannot persist overrides to {path}: it is a directory")
         self.path = path
 
     async def load(self) -> Section:
@@ -46,37 +56,63 @@ class Override:
 
 
 @dataclass(frozen=True)
+class Change:
+    """The put or delete that made an :class:`Overrides` from its predecessor.
+
+    Replaying it (``put(path, value, at)`` or ``delete(path, at)``) on the predecessor gives
+    the same overrides again, which is what restoring a journal does. ``parent`` is a weak
+    reference, so that a chain of versions is never kept alive; it lets the journal check
+    that it is appending to the state it holds.
+    """
+
+    path: Path
+    value: Any  # what was put; None for a delete
+    at: float
+    deleted: bool
+    parent: weakref.ref[Overrides]
+
+
+@dataclass(frozen=True)
 class Overrides:
     """A persistent tree of sections whose leaves are :class:`Override` markers."""
 
     root: Section = field(default_factory=lambda: EMPTY)
+    change: Change | None = field(default=None, compare=False, repr=False)
+    """How this version was made from the previous one; ``None`` if it was built directly."""
 
     def put(self, path: Path, value: Any, at: float | None = None) -> tuple[Overrides, Path]:
         """The new overrides, and the path whose effective value must be recomputed."""
         at = time.time() if at is None else at
+        change = Change(path, value, at, False, weakref.ref(self))
         above = self._override_above(path)
         if above is not None:
             holder, rest = path[:above], path[above:]
             inner = get_in(self.root, holder).value
             base = inner if isinstance(inner, Section) else EMPTY
             replaced = Override(set_in(base, rest, value), at)
-            return Overrides(set_in(self.root, holder, replaced)), holder
-        return Overrides(set_in(self.root, path, Override(value, at))), path
+            return Overrides(set_in(self.root, holder, replaced), change), holder
+        return Overrides(set_in(self.root, path, Override(value, at)), change), path
 
-    def delete(self, path: Path) -> tuple[Overrides, Path] | None:
-        """Remove the override at or inside ``path``; ``None`` if there was none."""
+    def delete(self, path: Path, at: float | None = None) -> tuple[Overrides, Path] | None:
+        """Remove the override at or inside ``path``; ``None`` if there was none.
+
+        ``at``: when, which becomes the time of an override edited by a delete inside it.
+        """
+        at = time.time() if at is None else at
+        change = Change(path, None, at, True, weakref.ref(self))
         above = self._override_above(path)
         if above is not None:
             holder, rest = path[:above], path[above:]
             inner = get_in(self.root, holder).value
             if not isinstance(inner, Section) or get_in(inner, rest) is MISSING:
                 return None
-            return Overrides(set_in(self.root, holder, Override(remove_in(inner, rest)))), holder
+            edited = Override(remove_in(inner, rest), at)
+            return Overrides(set_in(self.root, holder, edited), change), holder
         if get_in(self.root, path) is MISSING:
             return None
         root = remove_in(self.root, path)
         pruned = next(d for d in range(1, len(path) + 1) if get_in(root, path[:d]) is MISSING)
-        return Overrides(root), path[:pruned]
+        return Overrides(root, change), path[:pruned]
 
     def apply(self, base: Any, path: Path = ()) -> Any:
         """The effective value at ``path``: ``base`` (the lower layers' value there) with
