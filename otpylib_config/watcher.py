@@ -1,4 +1,5 @@
-"""``FileWatcher``: tells the event loop, debounced per key, that a watched file changed.
+"""``FileWatcher``: tells the event loop, debounced per key, that a watched file changed, and
+keeps what a reader needs to know whether the file was being written while it read it.
 
 Each file is watched through its parent directory with one watchdog ``Observer``, because
 a watch on the file itself dies with the file's inode: editors save by writing a temporary
@@ -10,16 +11,33 @@ a ``..data`` symlink (lessons.md item 2). An event counts for a key when
 * the file's resolved path, mtime, size or inode differ from what was last seen: this catches
   a change reached through a symlink whose target lives in a directory nobody watches.
 
-Only events that can mean new content are asked for: a reload that opens and reads the file
-produces open and close-without-write events, and reacting to those would reload forever.
-
 Events arrive on watchdog's threads and are handed to the loop with
 ``call_soon_threadsafe``; everything else happens on the loop, so no state is shared between
-threads. On the loop each relevant event (re)arms a ``call_later`` per key, so a burst of
-events gives one ``on_change(key)`` (lessons.md items 1 and 18). On Linux a report also
-waits (up to ``MAX_WRITE_WAIT``) until a writer that has the file open closes it, so a
-writer that pauses half-way is not read half-way. ``on_change`` only says "look again":
-the caller reloads, validates and notifies only if the content changed.
+threads (the only value the loop hands the other way is an immutable set of paths, replaced
+whole). On the loop each relevant event (re)arms a ``call_later`` per key, so a burst of
+events gives one ``on_change(key)`` (lessons.md items 1 and 18). ``on_change`` only says
+"look again": the caller reloads, validates and notifies only if the content changed.
+
+Reporting a file that is still being written would only make the caller read it half-way, so
+on Linux, where inotify says when a writer closes a file, a report waits for that close. A
+quiet period alone never comes while a writer keeps writing, so a report also falls due
+``MAX_DELAY`` debounces after its first event, and a due report goes out at the next close
+(or at once if no writer has the file open): under continuous writes the newest version is
+still looked at every few debounces.
+
+Every :class:`WatchedFile` also keeps what a reader needs to prove that no write overlapped
+its read (``FileSource`` does the proving): a generation bumped by each relevant event,
+whether a writer has written the file and not closed it, and the file's opens and
+closes-without-write, with the number of handles they leave open. Opens and closes are
+markers, never reasons to report (a reload reads the file, and reacting to that would reload
+forever). They matter because one directory's events reach the loop in the order they
+happened: once a read's own open and close have arrived, every event before its close has
+too, however late watchdog delivers (it holds a directory's events for up to half a second
+after a rename). Two kernel habits limit what the markers say: a change is reported when
+its system call ends, so a truncation can be visible well before its event (hence the open
+handles: a writer's open is reported before it changes anything), and an event identical to
+the one queued right before it is merged into it, so two opens in a row count as one (hence
+the orphans: the writer whose open was swallowed later writes with no handle known open).
 
 Not handled, on purpose: a watched directory that is deleted or replaced stops delivering
 events (the reload timer is the safety net), and a directory reached through a symlink is
@@ -33,8 +51,10 @@ import errno
 import logging
 import os
 import sys
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -42,10 +62,12 @@ from watchdog.events import (
     DirMovedEvent,
     FileAttribEvent,
     FileClosedEvent,
+    FileClosedNoWriteEvent,
     FileCreatedEvent,
     FileDeletedEvent,
     FileModifiedEvent,
     FileMovedEvent,
+    FileOpenedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
 )
@@ -56,6 +78,9 @@ logger = logging.getLogger("otpylib_config")
 
 DEFAULT_DEBOUNCE = 0.05
 """Seconds without a relevant event before ``on_change`` runs."""
+
+MAX_DELAY = 4
+"""A report falls due this many debounces after its first event, quiet period or not."""
 
 ATOMIC_WRITER_PREFIX = ".."
 """Kubernetes' atomic writer names its timestamped directories and ``..data`` link so."""
@@ -70,21 +95,49 @@ EVENTS: list[type[FileSystemEvent]] = [
     DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
+    FileOpenedEvent,  # markers only (see MARKERS)
+    FileClosedNoWriteEvent,
 ]
-"""What the observer reports: never opens or reads, which the reload itself causes."""
+"""What the observer reports."""
+
+OPENED, CLOSED_NO_WRITE = "opened", "closed_no_write"
+MARKERS = frozenset({OPENED, CLOSED_NO_WRITE})
+"""Event kinds a read causes: counted for readers, never a reason to report."""
 
 CLOSE_EVENTS = sys.platform.startswith("linux")
-"""inotify reports when a writer closes a file; other platforms' observers do not."""
-MAX_WRITE_WAIT = 2.0
-"""Seconds a report may wait for a writer to close the file before it goes out anyway."""
+"""inotify reports opens and closes (and whether the closer wrote); other observers do not."""
+
+OPEN_HISTORY = 64
+"""How many opens of a file a :class:`WatchedFile` remembers."""
+FORGET_HANDLES = 2.0
+"""Seconds after which a handle that wrote nothing counts as a reader's: a writer's change
+is reported when its system call ends, far sooner. Also how long a file must go without
+events before its count of open handles is forgotten (the count can be off, see
+:attr:`WatchedFile.handles`)."""
 
 Fingerprint = tuple[str, int, int, int]
 """``(real path, st_mtime_ns, st_size, st_ino)`` of a file."""
 
 
-@dataclass(slots=True)
-class _Watched:
-    """One key's file: where it is, and what it looked like at the last event."""
+class Moment(NamedTuple):
+    """What a :class:`WatchedFile` looked like right after one event."""
+
+    generation: int
+    writing: bool
+    handles: int
+    opens: int
+    orphans: int
+    writer_mark: int
+    """``opens`` at the last event of a writer: opens after it are writers not heard from."""
+
+
+@dataclass(eq=False, slots=True)
+class WatchedFile:
+    """One key's file: where it is, and what the watcher has seen happen to it.
+
+    Read and written on the loop thread only. A reader (``FileSource.load``) uses it to
+    wait for a writer and to prove that no write overlapped its read; see the module doc.
+    """
 
     path: str
     """The file as given, made absolute; may be a symlink, may not exist."""
@@ -95,6 +148,160 @@ class _Watched:
     """``None`` while the file does not exist."""
     writing: bool = False
     """The file was written and not closed since: a writer may be half-way through."""
+    generation: int = 0
+    """Bumped by every relevant event: an unchanged generation means nothing happened."""
+    events: int = 0
+    """Bumped by every event of the file, markers included."""
+    opens: int = 0
+    """Open events of the file, by any process (a reader's own included)."""
+    closes: int = 0
+    """Close-without-write events of the file, by any process."""
+    handles: int = 0
+    """Opens not closed yet, as far as events tell (readers' and writers' alike: an open
+    event does not say which). The kernel merges an event into an identical one queued
+    right before it, so this can be off either way; it is forgotten after
+    ``FORGET_HANDLES`` without events, and handles opened before the watch are unknown."""
+    orphans: int = 0
+    """Writes and closes-after-write that came while no handle was known to be open: a
+    writer whose open was merged into another one's shows up so."""
+    live: bool = False
+    """Its watcher is running: without that, nothing here is kept up to date."""
+    _last_event: float = 0.0
+    _writer_mark: int = 0
+    _opens_log: deque[_Open] = field(default_factory=lambda: deque(maxlen=OPEN_HISTORY))
+    _waiters: list[tuple[Callable[[], bool], asyncio.Future[Moment | None]]] = field(
+        default_factory=list
+    )
+
+    @property
+    def real(self) -> str:
+        """Where the file's own events come from: its real path at the last event."""
+        return self.seen[0] if self.seen is not None else os.path.join(self.directory, self.name)
+
+    def moment(self) -> Moment:
+        return Moment(
+            self.generation, self.writing, self.handles, self.opens, self.orphans, self._writer_mark
+        )
+
+    def at_open(self, count: int) -> Moment | None:
+        """The moment right after the ``count``-th open, if it is still remembered."""
+        entry = self._open(count)
+        return entry.moment if entry is not None else None
+
+    def claim(self, count: int) -> None:
+        """The ``count``-th open was the reader's own: it is no writer to suspect."""
+        entry = self._open(count)
+        if entry is not None:
+            entry.own = True
+
+    def suspects(self, upto: int, at: Moment) -> bool:
+        """Whether an open up to the ``upto``-th may have been a writer that had changed the
+        file without saying so yet at moment ``at``: one after the last writer event before
+        it, not claimed, and younger than ``FORGET_HANDLES``. An open no longer remembered is
+        suspect."""
+        mark = at.writer_mark
+        if upto <= mark:
+            return False
+        if not self._opens_log or self._opens_log[0].count > mark + 1:
+            return True
+        now = asyncio.get_running_loop().time()
+        return any(
+            mark < entry.count <= upto and not entry.own and now - entry.at < FORGET_HANDLES
+            for entry in self._opens_log
+        )
+
+    def _open(self, count: int) -> _Open | None:
+        for entry in self._opens_log:
+            if entry.count == count:
+                return entry
+        return None
+
+    def when(self, predicate: Callable[[], bool]) -> asyncio.Future[Moment | None]:
+        """A future of the moment ``predicate()`` first holds, checked now and after each
+        event; ``None`` if the watcher stops first. Taking the moment synchronously, at the
+        event that made it hold, keeps later events out of it."""
+        future: asyncio.Future[Moment | None] = asyncio.get_running_loop().create_future()
+        if not self.live:
+            future.set_result(None)
+        elif predicate():
+            future.set_result(self.moment())
+        else:
+            self._waiters.append((predicate, future))
+        return future
+
+    def _marker(self, kind: str) -> None:
+        """An open or a close-without-write of the file."""
+        self._event()
+        if kind == OPENED:
+            self.opens += 1
+            self.handles += 1
+            self._opens_log.append(_Open(self.opens, self.moment(), self._last_event))
+        else:
+            self.closes += 1
+            self._closed()
+        self._updated()
+
+    def _changed(self, paths: tuple[str, ...], kind: str) -> None:
+        """A relevant event; also follows whether a writer has the file open.
+
+        A creation counts as a writer too: a file created empty and written later is not
+        yet its content. Creating, deleting or moving the file puts another inode (or none)
+        under its name, whose handles start from nothing.
+        """
+        self._event()
+        self.generation += 1
+        own = {os.path.join(self.directory, self.name), self.real}
+        if CLOSE_EVENTS and not own.isdisjoint(paths):
+            if kind in ("modified", "closed") and self.handles == 0:
+                self.orphans += 1
+            if kind != "attrib":
+                self._writer_mark = self.opens
+            if kind in ("created", "deleted", "moved"):
+                self.handles = 0
+            if kind in ("created", "modified"):
+                self.writing = True
+            elif kind in ("closed", "deleted", "moved"):
+                self.writing = False
+            if kind == "closed":
+                self._closed()
+        self._updated()
+
+    def _event(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._last_event > FORGET_HANDLES:
+            self.handles = 0  # a reader that keeps the file open, or a miscount
+        self._last_event = now
+        self.events += 1
+
+    def _closed(self) -> None:
+        self.handles = max(0, self.handles - 1)  # below 0: opened before the watch began
+
+    def _updated(self) -> None:
+        waiting, self._waiters = self._waiters, []
+        for predicate, future in waiting:
+            if future.done():
+                continue
+            if not self.live:
+                future.set_result(None)
+            elif predicate():
+                future.set_result(self.moment())
+            else:
+                self._waiters.append((predicate, future))
+
+    def _stopped(self) -> None:
+        self.live = False
+        self._updated()
+
+
+@dataclass(eq=False, slots=True)
+class _Open:
+    """One open of a watched file, as a reader's proof needs it."""
+
+    count: int
+    moment: Moment
+    at: float
+    """Loop time it arrived."""
+    own: bool = False
 
 
 class FileWatcher:
@@ -118,20 +325,20 @@ class FileWatcher:
         self._debounce = debounce
         self._loop: asyncio.AbstractEventLoop | None = None
         self._observer: BaseObserver | None = None
-        self._watched: dict[str, _Watched] = {}
-        self._directories: set[str] = set()
-        """Directories scheduled on the running observer."""
+        self._watched: dict[str, WatchedFile] = {}
+        self._forwarders: dict[str, _Forwarder] = {}
+        """Directories scheduled on the running observer, and their handlers."""
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._armed_at: dict[str, float] = {}
-        """When each pending report was first armed: bounds the wait for a writer."""
+        """When each pending report was first armed: it falls due ``MAX_DELAY`` later."""
 
     @property
     def running(self) -> bool:
         """Between ``start()`` and ``stop()``."""
         return self._observer is not None
 
-    def watch(self, key: str, path: str | os.PathLike[str]) -> None:
-        """Report changes of ``path`` as ``on_change(key)``.
+    def watch(self, key: str, path: str | os.PathLike[str]) -> WatchedFile:
+        """Report changes of ``path`` as ``on_change(key)``; returns what is known of it.
 
         The file may not exist yet; its directory must, because a missing directory usually
         means a wrong path, and watching an ancestor instead would hide that. Watching a key
@@ -144,9 +351,18 @@ class FileWatcher:
                 errno.ENOENT, f"cannot watch {file}: its directory does not exist", parent
             )
         directory = os.path.realpath(parent)
+        watched = WatchedFile(file, directory, os.path.basename(file), fingerprint(file))
+        previous = self._watched.get(key)
+        if previous is not None:
+            previous._stopped()
+        self._watched[key] = watched
         if self._observer is not None:
             self._schedule(self._observer, directory)
-        self._watched[key] = _Watched(file, directory, os.path.basename(file), fingerprint(file))
+            watched.live = True
+        return watched
+
+    def file(self, key: str) -> WatchedFile:
+        return self._watched[key]
 
     def start(self) -> None:
         """Start the observer thread; a second call while running does nothing."""
@@ -160,9 +376,11 @@ class FileWatcher:
             observer.start()
         except BaseException:
             _shut_down(observer)
-            self._directories.clear()
+            self._forwarders.clear()
             raise
         self._observer = observer
+        for watched in self._watched.values():
+            watched.live = True
 
     def stop(self) -> None:
         """Stop and join the observer's threads and drop pending notifications; idempotent.
@@ -174,7 +392,9 @@ class FileWatcher:
             timer.cancel()
         self._timers.clear()
         self._armed_at.clear()
-        self._directories.clear()
+        self._forwarders.clear()
+        for watched in self._watched.values():
+            watched._stopped()
         if observer is not None:
             _shut_down(observer)
 
@@ -185,11 +405,20 @@ class FileWatcher:
             self._arm(key)
 
     def _schedule(self, observer: BaseObserver, directory: str) -> None:
-        if directory in self._directories:
-            return
-        forward = _Forwarder(directory, self._post)
-        observer.schedule(forward, directory, recursive=False, event_filter=EVENTS)
-        self._directories.add(directory)
+        if directory not in self._forwarders:
+            forward = _Forwarder(directory, self._post)
+            observer.schedule(forward, directory, recursive=False, event_filter=EVENTS)
+            self._forwarders[directory] = forward
+        self._refresh_markers(directory)
+
+    def _refresh_markers(self, directory: str) -> None:
+        """Tell the directory's handler which files' opens and closes to pass on: a reader
+        of some other file there is none of the loop's business."""
+        forward = self._forwarders.get(directory)
+        if forward is not None:
+            forward.markers = frozenset(
+                w.real for w in self._watched.values() if w.directory == directory
+            )
 
     def _post(self, directory: str, paths: tuple[str, ...], kind: str) -> None:
         """On a watchdog thread: hand the event to the loop, never wait for it."""
@@ -204,27 +433,43 @@ class FileWatcher:
     def _on_event(self, directory: str, paths: tuple[str, ...], kind: str) -> None:
         if self._observer is None:  # queued before stop()
             return
-        for key, watched in self._watched.items():
-            if watched.directory == directory and _relevant(watched, paths):
-                _track_writer(watched, paths, kind)
+        for key, watched in list(self._watched.items()):  # a due report calls out: copy
+            if watched.directory != directory:
+                continue
+            if kind in MARKERS:
+                if watched.real in paths:
+                    watched._marker(kind)
+                continue
+            real = watched.real
+            if _relevant(watched, paths):
+                watched._changed(paths, kind)
+                if watched.real != real:
+                    self._refresh_markers(directory)
                 self._arm(key)
 
     def _arm(self, key: str) -> None:
+        """(Re)start the debounce of ``key``'s report, or send it now if it is due."""
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
         loop = asyncio.get_running_loop()
-        self._armed_at.setdefault(key, loop.time())
-        self._timers[key] = loop.call_later(self._debounce, self._fire, key)
+        now = loop.time()
+        due_in = self._armed_at.setdefault(key, now) + self._debounce * MAX_DELAY - now
+        if due_in > 0:
+            self._timers[key] = loop.call_later(min(self._debounce, due_in), self._fire, key)
+        elif not self._watched[key].writing:
+            self._report(key)
+        # else: due, but a writer has the file open; its close arms this again
 
     def _fire(self, key: str) -> None:
-        """Report ``key``, unless a writer still has it open (then look again later)."""
+        """The debounce passed (or the report fell due): report, unless a writer still has
+        the file open; then its close reports it."""
         self._timers.pop(key, None)
         watched = self._watched.get(key)
-        waited = asyncio.get_running_loop().time() - self._armed_at.get(key, 0.0)
-        if watched is not None and watched.writing and waited < MAX_WRITE_WAIT:
-            self._arm(key)
-            return
+        if watched is not None and not watched.writing:
+            self._report(key)
+
+    def _report(self, key: str) -> None:
         self._armed_at.pop(key, None)
         try:
             self._on_change(key)
@@ -233,18 +478,23 @@ class FileWatcher:
 
 
 class _Forwarder(FileSystemEventHandler):
-    """Passes every event of one directory to ``post(directory, paths)``."""
+    """Passes every event of one directory to ``post(directory, paths, kind)``; opens and
+    closes-without-write only of the paths in ``markers``."""
 
     def __init__(self, directory: str, post: Callable[[str, tuple[str, ...], str], None]) -> None:
         self._directory = directory
         self._post = post
+        self.markers: frozenset[str] = frozenset()
+        """Replaced whole by the loop thread, read here: never mutated in place."""
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         paths = tuple(os.fsdecode(p) for p in (event.src_path, event.dest_path) if p)
+        if event.event_type in MARKERS and not self.markers.intersection(paths):
+            return
         self._post(self._directory, paths, event.event_type)
 
 
-def _relevant(watched: _Watched, paths: Iterable[str]) -> bool:
+def _relevant(watched: WatchedFile, paths: Iterable[str]) -> bool:
     """Whether an event in ``watched.directory`` concerns the file; refreshes ``seen``."""
     now = fingerprint(watched.path)
     moved = now != watched.seen
@@ -252,21 +502,7 @@ def _relevant(watched: _Watched, paths: Iterable[str]) -> bool:
     return moved or any(_names(watched, path) for path in paths)
 
 
-def _track_writer(watched: _Watched, paths: tuple[str, ...], kind: str) -> None:
-    """Follow whether a writer has the file open, from the events that name it.
-
-    A file is read only once its writer has closed it (or ``MAX_WRITE_WAIT`` has passed), so
-    a writer that pauses half-way, longer than the debounce, is not read half-way.
-    """
-    if not CLOSE_EVENTS or os.path.join(watched.directory, watched.name) not in paths:
-        return
-    if kind in ("created", "modified"):
-        watched.writing = True
-    elif kind in ("closed", "deleted", "moved"):
-        watched.writing = False
-
-
-def _names(watched: _Watched, path: str) -> bool:
+def _names(watched: WatchedFile, path: str) -> bool:
     """Whether ``path`` is the watched file or an entry of the Kubernetes atomic writer."""
     directory, name = os.path.split(path)
     if directory != watched.directory:
@@ -297,6 +533,7 @@ async def watch_paths(
     *,
     debounce: float = DEFAULT_DEBOUNCE,
     seen: Sequence[Fingerprint | None] | None = None,
+    attach: Callable[[Sequence[WatchedFile]], None] | None = None,
 ) -> None:
     """Run until cancelled; ``await changed()`` after each debounced change of any of
     ``paths``, and once watching has started unless every path still looks as in ``seen``
@@ -304,19 +541,24 @@ async def watch_paths(
     while an earlier watch was failing, must not be missed, and an unchanged file need not
     be read again.
 
+    ``attach`` is handed each path's :class:`WatchedFile` once watching has started, so
+    that whoever reads the files can consult what the watcher knows (they stop being
+    ``live`` when this returns).
+
     Changes that arrive while ``changed()`` runs are folded into one more call after it, so
     a slow reload never queues a backlog of reloads.
     """
     wake = asyncio.Event()
     watcher = FileWatcher(lambda _key: wake.set(), debounce=debounce)
     keys = list(paths)
-    for index, path in enumerate(keys):
-        watcher.watch(str(index), path)
+    files = [watcher.watch(str(index), path) for index, path in enumerate(keys)]
     watcher.start()
-    for index, path in enumerate(keys):
-        if seen is None or fingerprint(path) != seen[index]:
-            watcher.poke(str(index))
     try:
+        if attach is not None:
+            attach(files)
+        for index, path in enumerate(keys):
+            if seen is None or fingerprint(path) != seen[index]:
+                watcher.poke(str(index))
         while True:
             await wake.wait()
             wake.clear()

@@ -224,3 +224,16 @@ async def test_starting_the_watch_does_not_read_an_unchanged_file_again(
 
     assert (await reloads.next(0))["changes"] == 1  # no reload before the write's
     assert await recorder.settled(1) == [("server.port", 8000, 9007)]
+
+
+@pytest.mark.skipif(not CLOSE_EVENTS, reason="only inotify reports opens and closes")
+async def test_a_reader_that_keeps_the_file_open_does_not_hold_up_saves(
+    start_tree: StartTree, config: Path
+) -> None:
+    """``less config.toml`` in another terminal: an open handle that never writes."""
+    recorder = await watched(start_tree, FileSource(config))
+
+    with open(config, "rb"):
+        config.write_text("[server]\nport = 9008\n")
+        assert await recorder.settled(1) == [("server.port", 8000, 9008)]
+        assert (await Config.reload()).errors == {}

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import threading
 from pathlib import Path
 
 import pytest
 
 from otpylib_config.errors import SourceError
+from otpylib_config.sources import file as file_module
+from otpylib_config.sources.base import NotReady
 from otpylib_config.sources.file import FileSource
 from otpylib_config.values import Section
+
+from .conftest import eventually
+
+TIMEOUT = 5.0
 
 TOML = """
 [server]
@@ -520,3 +528,87 @@ async def test_a_yaml_error_never_quotes_the_document(tmp_path: Path) -> None:
         await FileSource(path, secret=True).load()
 
     assert "hunter2" not in str(failure.value)
+
+
+# -- complete content only (the watched cases are in test_file_consistency.py) -------------
+
+
+@pytest.fixture
+def unprovable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No read can be proven: without a watch only timestamps can, and none is old enough."""
+    monkeypatch.setattr(file_module, "SETTLE", 3600.0)
+    monkeypatch.setattr(file_module, "MAX_WRITE_WAIT", 0.05)
+
+
+@pytest.mark.usefixtures("unprovable")
+async def test_a_file_never_read_whole_is_a_source_error_until_a_layer_was_accepted(
+    tmp_path: Path,
+) -> None:
+    """``NotReady`` keeps the last layer; before there is one, a required file must fail."""
+    source = FileSource(write(tmp_path / "c.toml", "a = 1"))
+
+    with pytest.raises(SourceError, match="could not be read whole") as info:
+        await source.load()
+    assert str(source.path) in info.value.reason
+
+    await source.accepted(Section({"a": 0}))
+    with pytest.raises(NotReady, match="kept changing"):
+        await source.load()
+
+
+async def test_a_file_changed_just_now_is_read_once_its_timestamps_settle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[int] = []
+    read_sync = FileSource._read_sync
+
+    def counting(self: FileSource, fenced: bool) -> file_module._Read:
+        read = read_sync(self, fenced)
+        reads.append(read.length)
+        return read
+
+    monkeypatch.setattr(FileSource, "_read_sync", counting)
+    monkeypatch.setattr(file_module, "SETTLE", 0.2)
+    path = write(tmp_path / "c.toml", "a = 1")
+
+    assert await FileSource(path).load() == {"a": 1}
+    assert len(reads) == 2  # too fresh to trust, then settled
+
+
+async def test_loads_that_arrive_while_one_reads_share_the_next_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reading load saw the file before they asked: they need a read of their own, one."""
+    monkeypatch.setattr(file_module, "SETTLE", 0.0)
+    reads: list[int] = []
+    release = threading.Event()
+    read_sync = FileSource._read_sync
+
+    def held(self: FileSource, fenced: bool) -> file_module._Read:
+        reads.append(1)
+        release.wait(TIMEOUT)
+        return read_sync(self, fenced)
+
+    monkeypatch.setattr(FileSource, "_read_sync", held)
+    source = FileSource(write(tmp_path / "c.toml", "a = 1"))
+    first = asyncio.ensure_future(source.load())
+    await eventually(lambda: len(reads) == 1)
+    later = [asyncio.ensure_future(source.load()) for _ in range(4)]
+    await asyncio.sleep(0.01)
+    release.set()
+
+    assert await asyncio.gather(first, *later) == [{"a": 1}] * 5
+    assert len(reads) == 2
+
+
+async def test_a_cancelled_load_leaves_the_read_to_those_sharing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(file_module, "SETTLE", 0.0)
+    source = FileSource(write(tmp_path / "c.toml", "a = 1"))
+    first, second = asyncio.ensure_future(source.load()), asyncio.ensure_future(source.load())
+    await asyncio.sleep(0)
+    first.cancel()
+    assert await second == {"a": 1}
+    assert first.cancelled()
+    assert await source.load() == {"a": 1}  # nothing left behind

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from otpylib_config.watcher import FileWatcher, fingerprint, watch_paths
+from otpylib_config.watcher import (
+    CLOSE_EVENTS,
+    MAX_DELAY,
+    FileWatcher,
+    WatchedFile,
+    fingerprint,
+    watch_paths,
+)
 
 from .conftest import eventually
 
@@ -349,3 +356,91 @@ async def test_watch_paths_does_not_report_a_file_that_still_looks_as_seen(confi
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_report_falls_due_while_writes_go_on(new_watcher: NewWatcher, config: Path) -> None:
+    """Writes 5 ms apart never leave the 50 ms debounce a quiet period; a report still goes
+    out every ``MAX_DELAY`` debounces, each of a complete (closed) version."""
+    _, changes = new_watcher(config=config)
+    calls: list[Call] = []
+    for n in range(1, 121):  # 0.6 s: three times MAX_DELAY debounces
+        config.write_text(f"a = {n}")
+        await asyncio.sleep(0.005)
+        while not changes.empty():
+            calls.append(changes.queue.get_nowait())
+    assert len(calls) >= 1, f"no report while the writes went on ({MAX_DELAY=})"
+    assert all(content is not None and content.startswith("a = ") for _, content in calls)
+    await changes.until("config", "a = 120")
+
+
+@pytest.mark.skipif(not CLOSE_EVENTS, reason="only inotify reports when a writer closes a file")
+async def test_a_due_report_waits_for_the_writer_to_close(
+    new_watcher: NewWatcher, config: Path
+) -> None:
+    _, changes = new_watcher(config=config, debounce=0.02)
+    with open(config, "w") as handle:
+        handle.write("a = ")
+        handle.flush()
+        await asyncio.sleep(0.3)  # far past MAX_DELAY debounces: the report is due
+        assert changes.empty()
+        handle.write("1")
+    assert await changes.until("config", "a = 1") == [("config", "a = 1")]
+    assert await changes.quiet() == []
+
+
+@pytest.mark.skipif(not CLOSE_EVENTS, reason="only inotify reports opens and closes")
+async def test_reads_are_counted_but_never_reported(new_watcher: NewWatcher, config: Path) -> None:
+    watcher, changes = new_watcher(config=config)
+    file = watcher.file("config")
+    generation = file.generation
+    for _ in range(3):
+        config.read_bytes()
+    assert await changes.quiet() == []
+    assert (file.opens, file.closes, file.handles) == (3, 3, 0)
+    assert file.generation == generation
+
+
+@pytest.mark.skipif(not CLOSE_EVENTS, reason="only inotify reports when a writer closes a file")
+async def test_a_writer_and_its_handle_are_followed(new_watcher: NewWatcher, config: Path) -> None:
+    watcher, _ = new_watcher(config=config)
+    file = watcher.file("config")
+    with open(config, "a") as handle:
+        await eventually(lambda: file.handles == 1 and not file.writing)  # opened, unwritten
+        handle.write("\nb = 1")
+        handle.flush()
+        await eventually(lambda: file.writing)
+    await eventually(lambda: not file.writing and file.handles == 0)
+    assert file.orphans == 0
+
+
+async def test_when_takes_the_moment_of_the_event_that_made_it_hold(
+    new_watcher: NewWatcher, config: Path
+) -> None:
+    watcher, changes = new_watcher(config=config)
+    file = watcher.file("config")
+    generation = file.generation
+    moment = file.when(lambda: file.generation > generation)
+    config.write_text("a = 1")
+    config.write_text("a = 2")
+    await changes.until("config", "a = 2")
+    result = await asyncio.wait_for(moment, TIMEOUT)
+    assert result is not None and result.generation == generation + 1 < file.generation
+
+
+async def test_watch_paths_hands_over_the_live_watched_files(config: Path) -> None:
+    attached: list[WatchedFile] = []
+
+    async def changed() -> None:
+        pass
+
+    task = asyncio.create_task(watch_paths([config], changed, attach=attached.extend))
+    try:
+        await eventually(lambda: len(attached) == 1)
+        (file,) = attached
+        assert file.live and file.path == str(config)
+        pending = file.when(lambda: False)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert not file.live
+    assert await asyncio.wait_for(pending, TIMEOUT) is None  # waiters learn the watch ended

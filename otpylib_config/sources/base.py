@@ -26,6 +26,15 @@ class SourceContext:
     """Seconds a watched file must be quiet after an event before it counts as changed."""
 
 
+class NotReady(Exception):
+    """Raised by ``load`` when the source cannot give a consistent layer right now, though
+    nothing is wrong with it: a file still being written, say. The reading is skipped for
+    this source: it is neither loaded nor failing, it keeps its last layer and its health,
+    and whatever made it busy (the writer's close, for a watched file) asks for another
+    load later. A source raises it only while it has a layer to keep; before that, it must
+    raise ``SourceError``, so that a tree never starts without a required source."""
+
+
 Changed = Callable[[], Awaitable[None]]
 """What a push source awaits when it may have new content: the manager reloads just it."""
 

@@ -5,13 +5,58 @@ that does not parse raises :class:`SourceError` naming the file and the position
 manager then keeps the file's last good layer. ``{profile}`` in the path is replaced by the
 tree's profile (``config.{profile}.toml``); ``${VAR}`` placeholders are expanded from the
 environment (see :mod:`otpylib_config.interpolate`).
+
+A layer comes only from complete content. Another process may rewrite the file at any
+moment, in place, and half a TOML file often parses (a section with fewer keys, a number cut
+short), so a read counts only once it is proven whole. Every proof starts from the file's
+``fstat`` (inode, size, mtime, ctime) being the same before and after the read, with as many
+bytes read as the size says. Then either
+
+* its timestamps prove it: the last change is older than ``SETTLE``, so a write during the
+  read would have moved them (a timestamp is as coarse as a kernel tick: two writes a few
+  milliseconds apart can leave mtime, ctime and size alike, which is why a younger file
+  needs more); or
+* the watcher's events prove it (Linux, a live watch, the real file in the watched
+  directory): nothing relevant happened between the read's own open and close events, and
+  no writer had the file half-written at either. One directory's events arrive in order, so
+  every write that overlapped the read was reported by the time its close arrived, however
+  late watchdog delivers. A writer whose open the kernel merged into the read's would write
+  later with no handle known open; the read's open is fenced by opening the directory
+  around it, which leaves that only the moment between two system calls, and such a read
+  is published only if no such write follows within ``GRACE``.
+
+With a watch, either proof also needs that no writer has the file half-written and that no
+other open handle can be a writer that has changed the file without saying so yet: a
+change is reported when its system call ends, and truncating takes long enough to be seen
+first, but a writer's open is reported before it changes anything, so a handle opened
+since the last writer event (and less than ``FORGET_HANDLES`` ago) is such a suspect; a
+reader that keeps the file open is not.
+
+A read that is not proven is dropped and the file read again at the next event (or once its
+timestamps can prove it), a few times (``READ_ATTEMPTS``); a file the watcher knows to be
+half-written is waited for first, up to ``MAX_WRITE_WAIT``, which is what a timer or
+``reload()`` load needs (a watched load starts at the writer's close anyway). If no read can
+be proven, ``load`` raises :class:`NotReady`: the file keeps its last layer and health, and
+the watcher's next report (the writer's close) loads it again. Before any layer was accepted
+there is nothing to keep, so that case is a :class:`SourceError` instead. Reads of one source
+run one at a time, because the events cannot tell this process's reads apart.
+
+What this cannot see: a writer that was already half-way through when the watch started, a
+writer whose open the kernel merged into another process's read of the file, several
+writers of one file at once, and, without close events (other platforms) or a watch
+(``watch=False``, the first load), a writer that pauses for longer than ``SETTLE`` with the
+file half-written.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import anyio.to_thread
 
@@ -19,11 +64,67 @@ from otpylib_config.errors import SourceError
 from otpylib_config.interpolate import InterpolationError, expand_layer, render_templates
 from otpylib_config.parsers import ParseError, format_of, parse
 from otpylib_config.paths import Path as KeyPath
-from otpylib_config.sources.base import Changed, Source, SourceContext
+from otpylib_config.sources.base import Changed, NotReady, Source, SourceContext
 from otpylib_config.values import Section
-from otpylib_config.watcher import Fingerprint, fingerprint, watch_paths
+from otpylib_config.watcher import CLOSE_EVENTS, Fingerprint, Moment, WatchedFile, watch_paths
 
 PROFILE = "{profile}"
+
+MAX_WRITE_WAIT = 2.0
+"""Seconds a load waits for a writer the watcher knows of to close the file."""
+READ_ATTEMPTS = 4
+"""Reads a load makes before it gives up on proving one whole."""
+MARKER_WAIT = 1.0
+"""Seconds a load waits for its own read's events: watchdog holds a directory's events for
+up to half a second after a rename."""
+SETTLE = 0.02
+"""Seconds since its last change after which a file's timestamps would show a new write:
+longer than a kernel tick (10 ms at HZ=100)."""
+COARSE_SETTLE = 1.0 + SETTLE
+"""The same for a file system that keeps whole seconds only."""
+GRACE = 0.02
+"""Seconds after a read's close in which a writer that hid its open would be heard of."""
+CLOCK_SKEW = 1.0
+"""A change further than this in the future means the clock moved: timestamps prove nothing."""
+
+
+class _Marks(NamedTuple):
+    """A :class:`WatchedFile`'s counters just before a read began."""
+
+    opens: int
+    closes: int
+    orphans: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """One read of the file: what it looked like before and after, and what it held."""
+
+    real: str
+    started_ns: int
+    """Wall clock just before the file was opened."""
+    before: os.stat_result | None
+    """``None``: the file does not exist (or could not be opened, then ``error`` says why)."""
+    after: os.stat_result | None
+    length: int = 0
+    """Bytes read: fewer or more than the size means the content moved under the read."""
+    layer: Section | None = None
+    error: SourceError | None = None
+    """What parsing gave; neither if the file changed while it was read (not parsed)."""
+
+    @property
+    def steady(self) -> bool:
+        """The file's inode, size, mtime and ctime did not move while it was read, and the
+        size is what was read."""
+        return self.before is None or (
+            self.after is not None
+            and _stamp(self.before) == _stamp(self.after)
+            and self.length == self.before.st_size
+        )
+
+    def fingerprint(self) -> Fingerprint | None:
+        st = self.before
+        return None if st is None else (self.real, st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 class FileSource(Source):
@@ -53,6 +154,11 @@ class FileSource(Source):
         self._debounce = SourceContext.watch_debounce
         self._read_as: Fingerprint | None = None
         self._resync = False
+        self._file: WatchedFile | None = None
+        """What the running watch knows of the file (loop thread only)."""
+        self._has_layer = False
+        """A layer of this source was accepted: ``NotReady`` leaves something to serve."""
+        self._turns = _OneAtATime(self._load_whole)
         self.secret = secret
         self.name = name or f"file:{self.template}"
         self._environ = environ
@@ -79,28 +185,91 @@ class FileSource(Source):
     async def watch(self, changed: Changed) -> None:
         seen = None if self._resync else [self._read_as]
         try:
-            await watch_paths([self.path], changed, debounce=self._debounce, seen=seen)
+            await watch_paths(
+                [self.path], changed, debounce=self._debounce, seen=seen, attach=self._attach
+            )
         except BaseException:
             self._resync = True  # the next watch reports at once: status must catch up
             raise
 
-    async def load(self) -> Section:
-        return await anyio.to_thread.run_sync(self._load_sync)
+    def _attach(self, files: Sequence[WatchedFile]) -> None:
+        (self._file,) = files
 
-    def _load_sync(self) -> Section:
-        self._read_as = fingerprint(self.path)  # before reading: a later write looks new
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
+    async def accepted(self, layer: Section) -> None:
+        self._has_layer = True
+
+    async def load(self) -> Section:
+        return await self._turns()
+
+    async def _load_whole(self) -> Section:
+        """Read until a read is proven whole; ``NotReady`` (or, with no layer to keep,
+        ``SourceError``) if none is within ``READ_ATTEMPTS`` and ``MAX_WRITE_WAIT``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + MAX_WRITE_WAIT
+        why = "it kept changing while it was read"
+        for _ in range(READ_ATTEMPTS):
+            file = self._file if self._file is not None and self._file.live else None
+            if file is not None and not await _writer_closed(file, deadline - loop.time()):
+                why = f"a writer kept it open for {MAX_WRITE_WAIT:g}s"
+                break
+            events = file is not None and CLOSE_EVENTS
+            marks = _Marks(file.opens, file.closes, file.orphans) if events and file else None
+            read = await anyio.to_thread.run_sync(self._read_sync, events)
+            wait = await _unproven(read, file, marks)
+            if wait is None:
+                return self._accept(read)
+            await _pause(file, min(wait, deadline - loop.time()))
+        if not self._has_layer:
+            raise SourceError(self.name, f"{self.path} could not be read whole: {why}")
+        raise NotReady(f"{self.path}: {why}")
+
+    def _accept(self, read: _Read) -> Section:
+        self._read_as = read.fingerprint()
+        if read.error is not None:
+            raise read.error
+        if read.before is None:
             if not self.required:
                 return Section()
-            raise SourceError(self.name, f"file not found: {self.path}") from None
-        except OSError as exc:
-            raise SourceError(self.name, f"cannot read {self.path}: {exc.strerror}") from exc
+            raise SourceError(self.name, f"file not found: {self.path}")
+        assert read.layer is not None
+        return read.layer
+
+    def _read_sync(self, fenced: bool) -> _Read:
+        """In a worker thread: read through one open file, between two ``fstat``s, and parse
+        only what did not change meanwhile.
+
+        ``fenced``: open the directory around the file's open. The kernel merges an event
+        into an identical one queued right before it, so a writer opening the file just
+        after this read would hide its open in the read's; the directory's own open and
+        close events, queued on either side, keep the read's open apart.
+        """
+        real = os.path.realpath(self.path)
+        started = time.time_ns()
+        fence = _open_directory(os.path.dirname(real)) if fenced else None
         try:
-            return self._parse(data)
+            with open(real, "rb") as handle:
+                if fence is not None:
+                    os.close(fence)
+                    fence = None
+                before = os.fstat(handle.fileno())
+                data = handle.read()
+                after = os.fstat(handle.fileno())
+        except FileNotFoundError:
+            return _Read(real, started, None, None)
+        except OSError as exc:
+            error = SourceError(self.name, f"cannot read {self.path}: {exc.strerror}")
+            return _Read(real, started, None, None, error=error)
+        finally:
+            if fence is not None:
+                os.close(fence)
+        read = _Read(real, started, before, after, len(data))
+        if not read.steady:
+            return read
+        try:
+            return _Read(real, started, before, after, len(data), layer=self._parse(data))
         except (ParseError, InterpolationError) as exc:
-            raise SourceError(self.name, f"{self.path}: {exc}") from exc
+            error = SourceError(self.name, f"{self.path}: {exc}")
+            return _Read(real, started, before, after, len(data), error=error)
 
     def _parse(self, data: bytes) -> Section:
         """Parse, expanding placeholders; a file without ``$`` (the usual case) skips both passes.
@@ -112,3 +281,158 @@ class FileSource(Source):
         environ = os.environ if self._environ is None else self._environ
         layer = parse(render_templates(data, self.format, environ), self.format)
         return expand_layer(layer, environ)
+
+
+def _open_directory(directory: str) -> int | None:
+    """A handle on ``directory``, whose open and close are the fence (``None`` if none)."""
+    try:
+        return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:  # not readable: the read goes unfenced, and is just less often proven
+        return None
+
+
+async def _pause(file: WatchedFile | None, seconds: float) -> None:
+    """Wait before reading again: ``seconds``, or with a watch and nothing to wait out, until
+    the next event of the file (at most ``SETTLE``): nothing changes before it."""
+    if file is None or seconds > 0.0:
+        await asyncio.sleep(max(0.0, seconds))
+        return
+    events = file.events
+    await _wait(file, lambda: file.events > events, SETTLE)
+
+
+async def _writer_closed(file: WatchedFile, timeout: float) -> bool:
+    """Wait until no writer the watcher knows of has the file open; ``False`` on timeout."""
+    return await _wait(file, lambda: not file.writing, timeout) is not None or not file.live
+
+
+async def _unproven(read: _Read, file: WatchedFile | None, marks: _Marks | None) -> float | None:
+    """``None`` if ``read`` is proven whole (see the module doc), else seconds to wait before
+    reading again (``0.0``: as soon as something happens)."""
+    if read.before is None:  # missing or unreadable: nothing to tear
+        return None
+    if not read.steady:
+        return 0.0
+    settling = _unsettled(read)
+    if file is None or marks is None or read.real != file.real:  # no events of its own
+        writing = file is not None and file.writing
+        return 0.0 if settling is None and writing else settling
+    closed = await _wait(file, lambda: file.opens > marks.opens and file.closes > marks.closes)
+    if closed is None:  # its own events never came: only the timestamps
+        return 0.0 if settling is None and file.writing else settling
+    alone = closed.opens == marks.opens + 1  # the one open since the read began is its own
+    if alone:
+        file.claim(closed.opens)
+    if _unannounced(file, closed, marks, alone):
+        return 0.0 if settling is None else settling
+    if settling is None:
+        return None
+    opened = file.at_open(closed.opens) if alone else None
+    if _quiet(opened, closed) and await _no_orphans(file, closed, marks):
+        return None
+    return settling
+
+
+def _unannounced(file: WatchedFile, closed: Moment, marks: _Marks, alone: bool) -> bool:
+    """Whether a writer may have the file half-written without the events saying so yet: one
+    had written it and not closed it when the read closed, one wrote with no handle known
+    open (its open merged into another), or a handle other than the read's is open that is
+    younger than the last writer event and than ``FORGET_HANDLES``."""
+    if closed.writing or closed.orphans != marks.orphans:
+        return True
+    return closed.handles > 0 and (not alone or file.suspects(marks.opens, closed))
+
+
+def _quiet(opened: Moment | None, closed: Moment) -> bool:
+    """No writer had the file half-written at the read's open, and nothing relevant happened
+    between the read's open and its close."""
+    return opened is not None and not opened.writing and closed.generation == opened.generation
+
+
+async def _no_orphans(file: WatchedFile, closed: Moment, marks: _Marks) -> bool:
+    """Whether no writer hid its open in the read's: it would be heard of right after the
+    read's close, as a write with no open handle (a write is reported once it is done).
+    Waits for the next relevant event, or ``GRACE``. Only a file changed within ``SETTLE``
+    needs this: a hidden writer's change is younger than the read's open."""
+    await _wait(file, lambda: file.generation > closed.generation, GRACE)
+    return file.orphans == marks.orphans
+
+
+def _unsettled(read: _Read) -> float | None:
+    """``None`` if the file's last change is old enough for timestamps to prove the read,
+    else how long until it is."""
+    assert read.before is not None
+    changed = max(read.before.st_mtime_ns, read.before.st_ctime_ns)
+    settle = COARSE_SETTLE if changed % 1_000_000_000 == 0 else SETTLE
+    age = (read.started_ns - changed) / 1e9
+    if age > settle or age < -CLOCK_SKEW:
+        return None
+    return settle - age
+
+
+async def _wait(
+    file: WatchedFile, predicate: Callable[[], bool], timeout: float = MARKER_WAIT
+) -> Moment | None:
+    """The moment ``predicate()`` held (see :meth:`WatchedFile.when`); ``None`` on timeout or
+    if the watch stopped."""
+    future = file.when(predicate)
+    if not future.done():
+        await asyncio.wait({future}, timeout=max(0.0, timeout))
+    if not future.done():
+        future.cancel()
+        return None
+    return future.result()
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass(eq=False)
+class _Turn:
+    task: asyncio.Task[Section]
+    waiters: int = 0
+
+
+class _OneAtATime:
+    """Runs one read of the file at a time; loads that arrive while one reads share the
+    next, which starts when it ends.
+
+    Why: a read's proof finds its own open and close among the file's events, and another
+    read of this process in between would pass for them. And under continuous writes, one
+    queued load per report would fall ever further behind; sharing keeps at most two.
+    """
+
+    def __init__(self, run: Callable[[], Awaitable[Section]]) -> None:
+        self._run = run
+        self._reading: _Turn | None = None
+        self._queued: _Turn | None = None
+
+    async def __call__(self) -> Section:
+        turn = self._queued
+        if turn is None:
+            turn = self._queued = _Turn(asyncio.ensure_future(self._take(self._reading)))
+            turn.task.add_done_callback(_retrieve)
+        turn.waiters += 1
+        try:
+            return await asyncio.shield(turn.task)
+        except asyncio.CancelledError:
+            if turn.waiters == 1:  # nobody else wants it
+                turn.task.cancel()
+                if self._queued is turn:
+                    self._queued = None
+            raise
+        finally:
+            turn.waiters -= 1
+
+    async def _take(self, before: _Turn | None) -> Section:
+        if before is not None:
+            await asyncio.wait({before.task})
+        self._reading, self._queued = self._queued, None
+        return await self._run()
+
+
+def _retrieve(task: asyncio.Task[Section]) -> None:
+    """Mark the outcome seen: every load that wanted it may have been cancelled."""
+    if not task.cancelled():
+        task.exception()
