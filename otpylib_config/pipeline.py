@@ -25,7 +25,7 @@ from otpylib_config.errors import SourceError, ValidationError
 from otpylib_config.paths import Path
 from otpylib_config.protocol import WAKE, ReloadResult
 from otpylib_config.snapshot import Snapshot
-from otpylib_config.sources.base import Source
+from otpylib_config.sources.base import NotReady, Source
 from otpylib_config.sources.runtime import Overrides
 from otpylib_config.subscriptions import Change
 from otpylib_config.table import ConfigTable
@@ -166,7 +166,7 @@ def _validate(table: ConfigTable, tree: Section, reason: str) -> Any:
     if not table.validator.active:
         return None
     try:
-        model = table.validator.check(tree)
+        model = table.validator.check(tree, table.redactor)
     except ValidationError as exc:
         table.counters["validation_failures"] += 1
         table.last_validation_error = str(exc)
@@ -219,11 +219,15 @@ def _commit(
 
 def _sort(table: ConfigTable, reading: Reading) -> tuple[dict[str, Section], dict[str, str]]:
     """Split a reading into fresh layers and errors, recording failures now; a source's
-    result older than one already applied is dropped (readings may finish out of order)."""
+    result older than one already applied is dropped (readings may finish out of order).
+    A source that was not ready is left out altogether: its layer, health and newest
+    applied reading stay as they were."""
     loaded: dict[str, Section] = {}
     errors: dict[str, str] = {}
     for name, (layer, error, duration) in zip(reading.names, reading.results, strict=True):
         state = table.sources[name]
+        if layer is None and error is None:
+            continue  # NotReady: nothing read, nothing failed; a later reading may apply
         if reading.seq < state.reading_seq:
             continue
         state.reading_seq = reading.seq
@@ -246,6 +250,9 @@ async def _load_one(source: Source) -> Result:
     started = time.perf_counter()
     try:
         layer = await source.load()
+    except NotReady as exc:  # (None, None): skipped, see _sort
+        logger.debug("config source %s not ready: %s", source.name, exc)
+        return None, None, time.perf_counter() - started
     except SourceError as exc:
         return exc.fallback, exc, time.perf_counter() - started
     except Exception as exc:  # a source bug must not take the manager down
