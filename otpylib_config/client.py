@@ -95,7 +95,7 @@ class Config:
     async def put(path: str, value: Any) -> None:
         """Set a runtime override (highest priority) at ``path``; returns once published."""
         segments = parse_path(path)
-        frozen = freeze(value, path)
+        frozen = freeze(value, path, depth=len(segments))
         await _request(PUT, segments, path, frozen)
 
     @staticmethod

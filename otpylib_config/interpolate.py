@@ -107,25 +107,32 @@ class _Placeholder:
         return self.default
 
 
-def _short(text: str, limit: int = 40) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "...")
-
-
 def _placeholder(source: str) -> _Placeholder:
-    """Parse ``source``, a placeholder as written from ``${`` to its ``}`` (if it has one)."""
+    """Parse ``source``, a placeholder as written from ``${`` to its ``}`` (if it has one).
+
+    Errors never quote ``source``: the text around and inside a placeholder may be a secret
+    (a password that happens to contain ``${``). They name the variable where one was
+    written correctly; the caller adds the key and line.
+    """
     if not source.endswith("}"):
-        raise InterpolationError(f"unterminated placeholder {_short(source)}: {_SYNTAX_HINT}")
+        raise InterpolationError(f"unterminated placeholder: {_SYNTAX_HINT}")
     match = _BODY.fullmatch(source[2:-1])
     if match is None:
-        raise InterpolationError(f"malformed placeholder {_short(source)}: {_SYNTAX_HINT}")
+        raise InterpolationError(f"malformed placeholder: {_SYNTAX_HINT}")
     default = match["default"]
     if default is not None and "${" in default:
         raise InterpolationError(
-            f"placeholder {_short(source)} has a placeholder in its default; "
+            f"the placeholder of {match['name']} has a placeholder in its default; "
             "nesting is not supported",
             variable=match["name"],
         )
     return _Placeholder(match["name"], default, match["op"] == ":-")
+
+
+def _variable(source: str) -> str | None:
+    """The variable a complete placeholder names, or ``None``: safe to put in a message."""
+    match = _BODY.fullmatch(source[2:-1]) if source.endswith("}") else None
+    return None if match is None else match["name"]
 
 
 # -- in strings ----------------------------------------------------------------------------
@@ -208,7 +215,10 @@ def render_scalar(value: str, fmt: str) -> str:
 
 
 def _scalar(text: str) -> object:
-    typed: object = coerce(text, structured=False)  # structure never comes from the environment
+    try:
+        typed: object = coerce(text, structured=False)  # never structure from the environment
+    except ValueError:
+        return text  # an integer too long to convert: it stays the string it was
     if isinstance(typed, float) and not math.isfinite(typed):
         return text  # "1e999": JSON and YAML have no literal for infinity
     return typed
@@ -355,11 +365,7 @@ class _Scan:
     def _literal(self, token: re.Match[str]) -> str:
         try:
             if not self._at_value() or not self._ends_value(token.end()):
-                raise InterpolationError(
-                    f"placeholder {_short(token.group())} outside quotes must stand for a "
-                    "whole value (not a key, a table name or part of a value); "
-                    "put it in a string to build a string"
-                )
+                raise _misplaced(token.group())
             value = _placeholder(token.group()).resolve(self.environ)
         except InterpolationError as exc:
             line = self.text.count("\n", 0, token.start()) + 1
@@ -373,6 +379,16 @@ class _Scan:
             return None
         key = str(keys[-1])
         return f"{self.table}.{key}" if self.table else key
+
+
+def _misplaced(source: str) -> InterpolationError:
+    variable = _variable(source)
+    of = f" of {variable}" if variable else ""
+    return InterpolationError(
+        f"the placeholder{of} outside quotes must stand for a whole value (not a key, a "
+        "table name or part of a value); put it in a string to build a string",
+        variable=variable,
+    )
 
 
 def _render_toml(text: str, environ: Environ) -> str:

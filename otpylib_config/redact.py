@@ -2,11 +2,13 @@
 
 A path is secret when any of its segments matches one of the patterns (fnmatch, compared in
 lower case). ``get`` still returns secrets: only dumps, logs, telemetry and status redact.
+Text that was not built from paths, such as a validator's message, is scrubbed instead:
+every secret value of the tree that appears in it is replaced (:meth:`Redactor.scrub`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Any
@@ -15,6 +17,10 @@ from otpylib_config.values import Section
 
 DEFAULT_SECRET_PATTERNS = ("*password*", "*secret*", "*token*", "*key*")
 REDACTED = "**redacted**"
+
+MIN_SCRUBBED_LENGTH = 4
+"""Secret values shorter than this are not scrubbed from text: replacing every ``1`` or
+``on`` in a message would make it unreadable, and so short a value guards little anyway."""
 
 
 class Redactor:
@@ -54,5 +60,53 @@ class Redactor:
             return tuple(self.value(path, item) for item in value)
         return value
 
+    def scrub(self, text: str, tree: Section) -> str:
+        """``text`` with the text form of every secret leaf of ``tree`` replaced by REDACTED.
+
+        For messages written by code that knows nothing of secrets (a validator quoting the
+        value it refused). Longer values go first, so a secret holding another is replaced
+        whole; bools, ``None`` and values under :data:`MIN_SCRUBBED_LENGTH` are left alone.
+        """
+        return self.scrub_all([text], tree)[0]
+
+    def scrub_all(self, texts: Iterable[str], tree: Section) -> list[str]:
+        """:meth:`scrub` of each of ``texts``, walking ``tree`` for its secrets only once."""
+        found = {spelling for leaf in self._secret_leaves(tree, "") for spelling in _texts(leaf)}
+        secrets = sorted(found, key=len, reverse=True)
+        return [_replace_all(text, secrets) for text in texts]
+
+    def _secret_leaves(self, value: Any, path: str) -> Iterator[Any]:
+        """Every value below ``path`` that sits at a secret path (lists keep their path)."""
+        if isinstance(value, Section):
+            for key, item in value.items():
+                yield from self._secret_leaves(item, f"{path}.{key}" if path else key)
+        elif path and self.is_secret(path):
+            yield value
+        elif isinstance(value, tuple):
+            for item in value:
+                yield from self._secret_leaves(item, path)
+
     def __repr__(self) -> str:
         return f"Redactor(patterns={self.patterns!r})"
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """How a secret value may be spelled in a message: the ``str`` of each scalar in it and,
+    for strings, the inside of its ``repr`` too (a message quoting ``'a\\nb'`` shows escapes)."""
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, Section | tuple):
+        for item in value.values() if isinstance(value, Section) else value:
+            yield from _texts(item)
+        return
+    text = str(value)
+    for spelling in {text, repr(text)[1:-1]} if isinstance(value, str) else (text,):
+        if len(spelling) >= MIN_SCRUBBED_LENGTH:
+            yield spelling
+
+
+def _replace_all(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text

@@ -8,7 +8,10 @@ Two kinds of check, both optional:
   callable, dataclass or pydantic model, so one bad interface is reported with its own path.
 
 Every problem is collected — not just the first — and reported as ``(path, message)`` pairs
-in one :class:`ValidationError`.
+in one :class:`ValidationError`. Messages are written by code that knows nothing of secrets
+(a validator may quote the value it refused), and they reach logs, telemetry and
+``status()``: every secret value of the tree is scrubbed out of them. Pydantic's errors
+give only their ``msg``, never the ``input`` they carry.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 from otpylib_config.errors import ValidationError
 from otpylib_config.paths import GLOB_CHARS, Path, parse_pattern
+from otpylib_config.redact import Redactor
 from otpylib_config.values import Section, thaw
 
 Problem = tuple[str, str]
@@ -41,8 +45,12 @@ class Validator:
     def active(self) -> bool:
         return self.schema is not None or bool(self.validators)
 
-    def check(self, tree: Section) -> Any:
-        """Return the schema's model (or ``None``); raise ``ValidationError`` with every problem."""
+    def check(self, tree: Section, redactor: Redactor | None = None) -> Any:
+        """Return the schema's model (or ``None``); raise ``ValidationError`` with every problem.
+
+        ``redactor`` decides which values of ``tree`` are secret, to scrub them out of the
+        messages; the default patterns when ``None``.
+        """
         problems: list[Problem] = []
         for segments, _, check in self.validators:
             for path, value in match_nodes(tree, segments):
@@ -54,8 +62,15 @@ class Validator:
             except Exception as exc:
                 problems.extend(_problems(exc, ""))
         if problems:
-            raise ValidationError(problems)
+            raise ValidationError(_scrubbed(problems, tree, redactor or Redactor()))
         return model
+
+
+def _scrubbed(problems: list[Problem], tree: Section, redactor: Redactor) -> list[Problem]:
+    """The problems with every secret value of ``tree`` cut out of their messages; paths are
+    kept, so a problem at a secret path still says where it is."""
+    messages = redactor.scrub_all((message for _, message in problems), tree)
+    return [(path, message) for (path, _), message in zip(problems, messages, strict=True)]
 
 
 def match_nodes(tree: Any, pattern: Path, prefix: Path = ()) -> Iterator[tuple[Path, Any]]:

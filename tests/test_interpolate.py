@@ -320,3 +320,71 @@ def test_without_placeholders_the_text_is_unchanged() -> None:
 def test_invalid_yaml_is_left_to_the_parser() -> None:
     text = "a: [${HOST}\nb: ${HOST}\n"
     assert render("yaml", text) == text
+
+
+# -- errors name the key, the line and the variable, never the text ------------------------
+
+SECRET = "hunter2-SECRET-xyz"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"${{{SECRET}",  # unterminated, the rest of the value inside
+        f"{SECRET}${{",
+        f"${{{SECRET}}}",  # malformed: '-' is not allowed in a name
+        f"pre-{SECRET}-${{1X}}-post",
+        f"${{A:-{SECRET}${{B}}}}",  # nested default
+    ],
+)
+def test_an_error_in_a_string_never_quotes_the_value(text: str) -> None:
+    layer = freeze({"db": {"password": text}})
+    with pytest.raises(InterpolationError) as info:
+        expand_layer(layer, ENV)
+    message = str(info.value)
+    assert info.value.key == "db.password"
+    assert message.startswith("key db.password: ")
+    assert SECRET not in message
+    assert "hunter2" not in message
+
+
+def test_a_nesting_error_names_the_variable_but_not_its_default() -> None:
+    with pytest.raises(InterpolationError, match="nesting") as info:
+        expand(f"${{TOKEN:-{SECRET}${{B}}}}", ENV)
+    assert info.value.variable == "TOKEN"
+    assert "TOKEN" in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "text"),
+    [
+        ("toml", f'password = "{SECRET}"\nport = ${{PORT}}{SECRET}\n'),
+        ("toml", f"password = {SECRET}${{PORT}}\n"),
+        ("json", f'{{"password": ${{PORT}}{SECRET}}}'),
+        ("toml", f"x = ${{{SECRET}\n"),
+        ("yaml", f"password: ${{{SECRET}\n"),
+    ],
+)
+def test_a_template_error_never_quotes_the_text_around_the_placeholder(fmt: str, text: str) -> None:
+    try:
+        render(fmt, text, {"PORT": "1"})
+    except InterpolationError as exc:
+        assert SECRET not in str(exc)
+        assert exc.line is not None
+    else:  # left to the parser (YAML reads ``${`` as a flow mapping)
+        assert fmt == "yaml"
+
+
+def test_a_misplaced_template_placeholder_names_its_variable() -> None:
+    with pytest.raises(InterpolationError, match="whole value") as info:
+        render("toml", "port = ${PORT}000\n")
+    assert info.value.variable == "PORT"
+    assert "PORT" in str(info.value)
+
+
+@pytest.mark.parametrize("fmt", ["toml", "json", "yaml"])
+def test_an_integer_too_long_to_convert_is_rendered_as_a_string(fmt: str) -> None:
+    digits = "9" * 5000
+    literal = render_scalar(digits, fmt)
+    assert literal.strip('"') == digits and literal.startswith('"')

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from otpylib_config.errors import ConfigError, InvalidPathError
-from otpylib_config.paths import join, parse_path, parse_pattern
+from otpylib_config.paths import MAX_PATH_LENGTH, MAX_SEGMENTS, join, parse_path, parse_pattern
 
 PARSERS = [parse_path, parse_pattern]
 
@@ -119,3 +119,74 @@ def test_join_is_the_inverse_of_parse(segments: tuple[str, ...]) -> None:
 
 def test_join_of_pattern_segments_round_trips() -> None:
     assert join(parse_pattern("a.**.tc_*")) == "a.**.tc_*"
+
+
+# -- malformed patterns and oversized input --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "segment", "why"),
+    [
+        ("[", "[", "never closed"),
+        ("a.[", "[", "never closed"),
+        ("a.[bc", "[bc", "never closed"),
+        ("a.x[b].[c", "[c", "never closed"),
+        ("a.[]", "[]", "never closed"),  # ']' right after '[' is a member: still open
+        ("a.[!]", "[!]", "never closed"),
+        ("a.b]", "b]", "without a matching"),
+        ("]", "]", "without a matching"),
+        ("a.[b]]", "[b]]", "without a matching"),
+    ],
+)
+def test_a_pattern_with_a_malformed_set_is_rejected_naming_the_segment(
+    pattern: str, segment: str, why: str
+) -> None:
+    with pytest.raises(InvalidPathError, match=why) as info:
+        parse_pattern(pattern)
+    assert repr(pattern) in str(info.value)
+    assert repr(segment) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "segments"),
+    [
+        ("eth[01]", ("eth[01]",)),
+        ("a.[!x]*", ("a", "[!x]*")),
+        ("a.[]]", ("a", "[]]")),  # fnmatch: the set of ']'
+        ("a.[!]]", ("a", "[!]]")),
+        ("a.[[]", ("a", "[[]")),  # the set of '['
+        ("[a-c]?.[0-9]", ("[a-c]?", "[0-9]")),
+    ],
+)
+def test_well_formed_sets_are_accepted(pattern: str, segments: tuple[str, ...]) -> None:
+    assert parse_pattern(pattern) == segments
+
+
+def test_a_malformed_pattern_is_rejected_every_time() -> None:
+    for _ in range(3):
+        with pytest.raises(InvalidPathError):
+            parse_pattern("a.[")
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_max_segments_are_accepted_and_one_more_is_rejected(parser) -> None:
+    assert len(parser(".".join(["a"] * MAX_SEGMENTS))) == MAX_SEGMENTS
+    with pytest.raises(InvalidPathError, match=f"more than {MAX_SEGMENTS} segments"):
+        parser(".".join(["a"] * (MAX_SEGMENTS + 1)))
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_path_longer_than_the_limit_is_rejected_without_quoting_it_whole(parser) -> None:
+    assert parser("a" * MAX_PATH_LENGTH) == ("a" * MAX_PATH_LENGTH,)
+    with pytest.raises(InvalidPathError, match=f"longer than {MAX_PATH_LENGTH}") as info:
+        parser("a" * (MAX_PATH_LENGTH + 1))
+    assert len(str(info.value)) < 200
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_non_str_that_cannot_be_shown_is_still_an_invalid_path_error(parser) -> None:
+    with pytest.raises(InvalidPathError, match="must be a str, got int: <unprintable>"):
+        parser(10**5000)  # repr() of it raises ValueError
+    with pytest.raises(InvalidPathError) as info:
+        parser(["a"] * 10_000)
+    assert len(str(info.value)) < 200

@@ -86,6 +86,8 @@ def test_star_in_the_middle() -> None:
         ("q.[ab]", "q.b.x", {"s": 2}),
         ("q.[ab]", "q.c", {}),
         ("q.[!ab]", "q.c", {"s": 2}),
+        ("q.[!]]", "q.c", {"s": 2}),  # ']' first in a set is a member, as in fnmatch
+        ("q.[a-c]x", "q.bx", {"s": 2}),
         ("q.*_limit", "q.rate_limit", {"s": 2}),
         ("*.port", "server.port", {"s": 2}),
     ],

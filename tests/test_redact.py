@@ -118,3 +118,64 @@ def test_no_patterns_means_nothing_is_secret() -> None:
 
 def test_repr_shows_the_patterns() -> None:
     assert "*dsn*" in repr(Redactor(["*DSN*"]))
+
+
+# -- scrub: secrets out of free text (validator messages) -----------------------------------
+
+SECRET = "hunter2-SECRET-xyz"
+
+
+def test_scrub_replaces_a_secret_value_wherever_it_appears(redactor) -> None:
+    config = tree({"db": {"password": SECRET, "url": "pg://db"}})
+    text = f"Value error, {SECRET!r} is weak; so is {SECRET}"
+    assert redactor.scrub(text, config) == f"Value error, '{REDACTED}' is weak; so is {REDACTED}"
+
+
+def test_scrub_leaves_values_at_other_paths_alone(redactor) -> None:
+    config = tree({"db": {"password": SECRET, "url": "pg://db"}})
+    assert redactor.scrub("cannot reach pg://db", config) == "cannot reach pg://db"
+
+
+def test_scrub_finds_leaves_of_secret_sources(redactor) -> None:
+    config = tree({"api": {"credential": SECRET}})
+    assert redactor.scrub(SECRET, config) == SECRET  # no pattern matches api.credential
+    redactor.replace_leaves(frozenset({"api.credential"}))
+    assert redactor.scrub(f"bad {SECRET}", config) == f"bad {REDACTED}"
+
+
+def test_scrub_covers_secret_sections_lists_and_numbers(redactor) -> None:
+    config = tree(
+        {
+            "secrets": {"db": {"dsn": "pg://user:pw0rd@db"}},
+            "api": {"tokens": ["tok-aaaa", "tok-bbbb"], "key_id": 987654},
+            "users": [{"name": "alice", "password": "alice-pass"}],
+        }
+    )
+    text = "pg://user:pw0rd@db tok-aaaa tok-bbbb 987654 alice-pass alice"
+    assert redactor.scrub(text, config) == " ".join([REDACTED] * 5 + ["alice"])
+
+
+def test_scrub_replaces_the_longest_secret_first(redactor) -> None:
+    config = tree({"a": {"password": "abcd"}, "b": {"password": "abcd-efgh"}})
+    assert redactor.scrub("abcd-efgh and abcd", config) == f"{REDACTED} and {REDACTED}"
+
+
+def test_scrub_finds_a_string_quoted_with_its_escapes(redactor) -> None:
+    config = tree({"db": {"password": "line1\nline2"}})
+    assert redactor.scrub("got 'line1\\nline2'", config) == f"got '{REDACTED}'"
+
+
+@pytest.mark.parametrize("value", [True, False, None, "abc", 123, ""])
+def test_scrub_skips_short_values_and_bools_so_messages_stay_readable(redactor, value) -> None:
+    config = tree({"db": {"password": value}})
+    text = "True False None abc 123 must be > 0"
+    assert redactor.scrub(text, config) == text
+
+
+def test_scrub_all_scrubs_each_text(redactor) -> None:
+    config = tree({"db": {"password": SECRET}})
+    assert redactor.scrub_all([SECRET, "ok", f"x{SECRET}"], config) == [
+        REDACTED,
+        "ok",
+        f"x{REDACTED}",
+    ]

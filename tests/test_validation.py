@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from otpylib_config import (
     ValidationError,
     telemetry,
 )
+from otpylib_config.redact import REDACTED, Redactor
 from otpylib_config.validation import Validator, match_nodes
 from otpylib_config.values import freeze
 
@@ -161,3 +163,103 @@ async def test_an_invalid_configuration_never_starts(otp_runtime: Any) -> None:
     spec = ConfigSpec(sources=[DefaultsSource({"database": {"url": "x", "pool_size": -1}})])
     with pytest.raises(ValidationError, match=r"database\.pool_size"):
         await otpylib_config.start(ConfigSpec(sources=spec.sources, schema=Settings))
+
+
+# -- secrets never leave through a problem's message ----------------------------------------
+
+SECRET = "hunter2-SECRET-xyz"
+
+
+class StrictDatabase(pydantic.BaseModel):
+    url: str
+    password: str
+
+    @pydantic.field_validator("password")
+    @classmethod
+    def strong(cls, value: str) -> str:
+        if "-" in value:
+            raise ValueError(f"password {value!r} must not contain '-'")
+        return value
+
+
+class StrictSettings(pydantic.BaseModel):
+    db: StrictDatabase
+
+
+def test_a_pydantic_message_quoting_a_secret_is_scrubbed_and_keeps_its_path() -> None:
+    with pytest.raises(ValidationError) as info:
+        Validator(StrictSettings).check(freeze({"db": {"url": "pg://db", "password": SECRET}}))
+
+    assert SECRET not in str(info.value)
+    [(path, message)] = info.value.problems
+    assert path == "db.password"
+    assert f"password '{REDACTED}' must not contain" in message
+
+
+def test_a_callable_validator_quoting_a_secret_is_scrubbed() -> None:
+    def refuse(node: Any) -> None:
+        raise ValueError(f"cannot log in as {node['user']} with {node['api_token']}")
+
+    validator = Validator(validators={"service": refuse})
+    with pytest.raises(ValidationError) as info:
+        validator.check(freeze({"service": {"user": "alice", "api_token": SECRET}}))
+
+    assert info.value.problems == (
+        ("service", f"ValueError: cannot log in as alice with {REDACTED}"),
+    )
+
+
+def test_the_redactor_passed_decides_what_is_secret() -> None:
+    tree = freeze({"api": {"credential": SECRET}})
+    validator = Validator(validators={"api": _quoting("credential")})
+
+    with pytest.raises(ValidationError) as plain:
+        validator.check(tree)
+    assert SECRET in str(plain.value)  # api.credential matches no default pattern
+
+    redactor = Redactor()
+    redactor.replace_leaves(frozenset({"api.credential"}))  # as for a secret source's leaf
+    with pytest.raises(ValidationError) as scrubbed:
+        validator.check(tree, redactor)
+    assert SECRET not in str(scrubbed.value)
+    assert scrubbed.value.problems[0][0] == "api"
+
+
+def _quoting(key: str) -> Any:
+    def check(node: Any) -> None:
+        raise ValueError(f"{key} {node[key]} is revoked")
+
+    return check
+
+
+def test_pydantic_input_is_never_part_of_a_message() -> None:
+    class Port(pydantic.BaseModel):
+        port: int
+
+    with pytest.raises(ValidationError) as info:
+        Validator(Port).check(freeze({"port": "not-a-port-at-all"}))
+
+    assert info.value.problems[0][0] == "port"
+    assert "not-a-port-at-all" not in str(info.value)
+
+
+async def test_a_rejected_put_never_shows_the_secret_in_logs_telemetry_or_status(
+    start_tree: StartTree, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = {"db": {"url": "pg://db", "password": "correct"}}
+    await start_tree(sources=[DefaultsSource(good)], schema=StrictSettings)
+    caplog.set_level(logging.DEBUG, logger="otpylib_config")
+
+    with (
+        telemetry.capture_events(telemetry.VALIDATION_FAILED) as failures,
+        pytest.raises(ValidationError) as info,
+    ):
+        await Config.put("db.password", SECRET)
+
+    assert failures and failures[0].metadata["problems"][0][0] == "db.password"
+    status = await Config.status()
+    for text in (str(info.value), repr(failures), caplog.text, repr(status)):
+        assert SECRET not in text
+    assert status.last_validation_error is not None
+    assert REDACTED in status.last_validation_error
+    assert await Config.get("db.password") == "correct"

@@ -13,7 +13,18 @@ from types import MappingProxyType
 import pytest
 
 from otpylib_config.errors import ConfigError, InvalidValueError
-from otpylib_config.values import Section, freeze, same, thaw
+from otpylib_config.paths import MAX_PATH_LENGTH, MAX_SEGMENTS
+from otpylib_config.values import (
+    MAX_DEPTH,
+    MAX_INT_DIGITS,
+    MAX_ITEMS,
+    MAX_STRING_LENGTH,
+    Section,
+    coerce,
+    freeze,
+    same,
+    thaw,
+)
 
 # -- freeze: what is accepted ---------------------------------------------------------------
 
@@ -141,9 +152,9 @@ def test_error_path_starts_at_the_given_path() -> None:
 @pytest.mark.parametrize(
     ("value", "where", "key_repr"),
     [
-        ({1: "a"}, "<root>", "1"),
-        ({"a": {None: 1}}, "a", "None"),
-        ({"a": {("t",): 1}}, "a", "('t',)"),
+        ({1: "a"}, "<root>", "key of type int"),
+        ({"a": {None: 1}}, "a", "key of type NoneType"),
+        ({"a": {("t",): 1}}, "a", "key of type tuple"),
         ({"a.b": 1}, "<root>", "'a.b'"),
         ({"a": {"": 1}}, "a", "''"),
         ({"a": {"tc_*": 1}}, "a", "'tc_*'"),
@@ -176,6 +187,155 @@ def test_temporal_values_need_allow_temporal(temporal) -> None:
 def test_allow_temporal_applies_inside_lists() -> None:
     day = datetime.date(2024, 1, 2)
     assert freeze({"days": [day]}, allow_temporal=True) == {"days": (day,)}
+
+
+# -- freeze: limits, so that nothing stored can break a reader later -------------------------
+
+
+def nested(levels: int, leaf: object = 1) -> object:
+    """``{"a": {"a": ... leaf}}`` with ``levels`` mappings: the leaf is ``levels`` deep."""
+    value = leaf
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+def test_the_limits_are_the_documented_numbers() -> None:
+    assert MAX_DEPTH == MAX_SEGMENTS == 64
+    assert MAX_INT_DIGITS == 4300
+    assert MAX_STRING_LENGTH == 1 << 20
+    assert MAX_ITEMS == 1 << 20
+    assert MAX_ITEMS >= 1_000_000  # one flat section of a million keys must load
+
+
+def test_nesting_up_to_max_depth_is_accepted() -> None:
+    frozen = freeze(nested(MAX_DEPTH))
+    for _ in range(MAX_DEPTH):
+        frozen = frozen["a"]
+    assert frozen == 1
+    assert freeze(nested(MAX_DEPTH, {})) is not None  # an empty section is a leaf
+
+
+def test_nesting_deeper_than_max_depth_is_refused_naming_the_path() -> None:
+    with pytest.raises(InvalidValueError, match=f"deeper than {MAX_DEPTH} levels") as info:
+        freeze(nested(MAX_DEPTH + 1))
+    assert info.value.path == ".".join(["a"] * MAX_DEPTH)
+
+
+def test_depth_counts_from_the_root_of_the_document() -> None:
+    value = nested(MAX_DEPTH - 2)
+    assert freeze(value, "x.y", depth=2) is not None
+    with pytest.raises(InvalidValueError, match="deeper than"):
+        freeze(value, "x.y.z", depth=3)
+    with pytest.raises(InvalidValueError, match="deeper than"):
+        freeze(value, "x.y.z")  # without depth=, counted from the path's segments
+
+
+def test_lists_count_as_levels() -> None:
+    value: object = 1
+    for _ in range(MAX_DEPTH + 1):
+        value = [value]
+    with pytest.raises(InvalidValueError, match="deeper than") as info:
+        freeze(value)
+    assert info.value.path == "[0]" * MAX_DEPTH
+
+
+def test_a_self_referencing_list_is_refused_by_the_limit_not_a_recursion_error() -> None:
+    loop: list[object] = []
+    loop.append(loop)
+    with pytest.raises(InvalidValueError, match="deeper than"):
+        freeze(loop)
+
+
+@pytest.mark.parametrize(
+    "number",
+    [10**MAX_INT_DIGITS - 1, -(10**MAX_INT_DIGITS - 1), 0, -1],
+    ids=["max", "min", "zero", "minus-one"],
+)
+def test_ints_that_str_and_json_can_write_are_accepted(number: int) -> None:
+    assert freeze(number) == number
+    json.dumps(number)
+
+
+@pytest.mark.parametrize(
+    "number",
+    [10**MAX_INT_DIGITS, -(10**MAX_INT_DIGITS), 10**5000],
+    ids=["max+1", "min-1", "10**5000"],  # str() of these fails: they cannot be ids either
+)
+def test_ints_too_long_to_write_as_text_are_refused(number: int) -> None:
+    with pytest.raises(InvalidValueError, match=f"more than {MAX_INT_DIGITS} digits") as info:
+        freeze({"n": number})
+    assert info.value.path == "n"
+
+
+def test_a_string_of_max_length_is_accepted_and_a_longer_one_refused() -> None:
+    assert len(freeze("x" * MAX_STRING_LENGTH)) == MAX_STRING_LENGTH
+    with pytest.raises(InvalidValueError, match=f"longer than {MAX_STRING_LENGTH}") as info:
+        freeze({"s": "x" * (MAX_STRING_LENGTH + 1)})
+    assert info.value.path == "s"
+    assert "xxxx" not in str(info.value)
+
+
+def test_a_flat_section_of_a_million_keys_is_accepted() -> None:
+    frozen = freeze({f"k{i}": i for i in range(1_000_000)})
+    assert len(frozen) == 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("make", "type_name"),
+    [
+        (lambda n: [0] * n, "list"),
+        (lambda n: (0,) * n, "tuple"),
+        (lambda n: {f"k{i}": 0 for i in range(n)}, "dict"),
+    ],
+)
+def test_containers_with_more_than_max_items_are_refused(
+    monkeypatch: pytest.MonkeyPatch, make, type_name: str
+) -> None:
+    monkeypatch.setattr("otpylib_config.values.MAX_ITEMS", 10)
+    assert len(freeze(make(10))) == 10
+    with pytest.raises(InvalidValueError, match=f"{type_name} with more than 10 entries") as info:
+        freeze({"c": make(11)})
+    assert info.value.path == "c"
+
+
+def test_a_list_over_the_real_limit_is_refused_before_it_is_walked() -> None:
+    with pytest.raises(InvalidValueError, match=f"more than {MAX_ITEMS} entries"):
+        freeze([None] * (MAX_ITEMS + 1))
+
+
+def test_a_key_that_would_make_an_unparsable_path_is_refused_without_quoting_it_whole() -> None:
+    key = "k" * (MAX_PATH_LENGTH + 1)
+    with pytest.raises(InvalidValueError, match=f"longer than {MAX_PATH_LENGTH}") as info:
+        freeze({"section": {key: 1}})
+    assert info.value.path == "section"
+    assert len(str(info.value)) < 200
+
+
+SECRET = "hunter2-SECRET-xyz"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        SECRET.encode(),
+        bytearray(SECRET.encode()),
+        {SECRET},
+        frozenset({SECRET}),
+        [SECRET, {SECRET}],
+        {SECRET.encode(): 1},
+        {"k": complex(1, 2)},
+    ],
+    ids=["bytes", "bytearray", "set", "frozenset", "set-in-list", "bytes-key", "complex"],
+)
+def test_a_refused_value_is_never_quoted_in_the_message(bad: object) -> None:
+    with pytest.raises(InvalidValueError) as info:
+        freeze(bad, "db.password")
+    message = str(info.value)
+    assert message.startswith("db.password")
+    assert SECRET not in message
+    assert "hunter2" not in message
+    assert "(1+2j)" not in message
 
 
 # -- Section: read-only, but a real dict ----------------------------------------------------
@@ -327,3 +487,21 @@ def test_same_ignores_key_order() -> None:
 def test_same_tells_a_section_from_a_list_and_a_scalar() -> None:
     assert not same(freeze({}), freeze([]))
     assert not same(freeze({"a": 1}), "a")
+
+
+# -- coerce: text from the environment or Consul, refused cleanly ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("[" * 100_000, "nested too deeply"),
+        ('{"a": [1, }', "does not parse"),
+        ("9" * (MAX_INT_DIGITS + 1), "4300 digits"),
+    ],
+    ids=["deep", "broken", "huge-int"],
+)
+def test_coerce_refuses_unparsable_text_with_a_value_error(text: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why) as info:
+        coerce(text)
+    assert "999999" not in str(info.value)

@@ -1,0 +1,179 @@
+"""Specification of otpylib_config.parsers: documents by format into frozen layers.
+
+What matters here is what a bad document becomes: always a :class:`ParseError` (never a
+``RecursionError`` or a stray ``ValueError``), naming where it went wrong and never quoting
+the document, which may be a secret file.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from otpylib_config.parsers import ParseError, check_format, format_of, parse
+from otpylib_config.values import MAX_DEPTH, MAX_INT_DIGITS, Section
+
+SECRET = "hunter2-SECRET-xyz"
+FORMATS = ["toml", "json", "yaml"]
+
+
+def parse_text(text: str, fmt: str) -> Section:
+    return parse(text.encode(), fmt)
+
+
+# -- good documents --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "text"),
+    [
+        ("toml", '[db]\nurl = "pg://db"\nports = [1, 2]\n'),
+        ("json", '{"db": {"url": "pg://db", "ports": [1, 2]}}'),
+        ("yaml", "db:\n  url: pg://db\n  ports: [1, 2]\n"),
+    ],
+)
+def test_each_format_gives_the_same_frozen_layer(fmt: str, text: str) -> None:
+    layer = parse_text(text, fmt)
+    assert layer == {"db": {"url": "pg://db", "ports": (1, 2)}}
+    assert type(layer["db"]) is Section
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_empty_document_is_an_empty_layer(fmt: str) -> None:
+    text = {"toml": "", "json": "{}", "yaml": ""}[fmt]
+    assert parse_text(text, fmt) == {}
+
+
+def test_toml_and_yaml_dates_are_kept() -> None:
+    assert parse_text("d = 2024-05-01\n", "toml")["d"] == datetime.date(2024, 5, 1)
+    assert parse_text("d: 2024-05-01\n", "yaml")["d"] == datetime.date(2024, 5, 1)
+
+
+def test_yaml_aliases_and_ordered_maps_are_json_like() -> None:
+    layer = parse_text("a: &x [1]\nb: *x\nc: !!omap [k: 1]\n", "yaml")
+    assert layer == {"a": (1,), "b": (1,), "c": (("k", 1),)}
+
+
+def test_format_of_follows_the_suffix_and_unknown_formats_are_refused() -> None:
+    assert format_of("config.yml", None) == "yaml"
+    assert format_of("config.txt", "json") == "json"
+    with pytest.raises(ValueError, match="unknown format"):
+        check_format("ini")
+    with pytest.raises(ParseError, match="unknown format"):
+        parse(b"", "ini")
+
+
+# -- depth -----------------------------------------------------------------------------------
+
+
+def _deep_array(fmt: str, levels: int) -> str:
+    arrays = "[" * levels + "]" * levels
+    return {"toml": f"a = {arrays}\n", "json": f'{{"a": {arrays}}}', "yaml": f"a: {arrays}\n"}[fmt]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_document_too_deep_for_the_parser_is_a_parse_error(fmt: str) -> None:
+    with pytest.raises(ParseError, match="nested too deeply to parse"):
+        parse_text(_deep_array(fmt, 100_000), fmt)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_document_deeper_than_max_depth_is_a_parse_error_naming_the_path(fmt: str) -> None:
+    with pytest.raises(ParseError, match=f"deeper than {MAX_DEPTH} levels") as info:
+        parse_text(_deep_array(fmt, 200), fmt)
+    assert str(info.value).startswith("a" + "[0]" * (MAX_DEPTH - 1) + ": ")
+
+
+def test_a_toml_table_deeper_than_max_depth_names_its_path() -> None:
+    header = ".".join(["t"] * (MAX_DEPTH + 1))
+    with pytest.raises(ParseError, match="deeper than") as info:
+        parse_text(f"[{header}]\nx = 1\n", "toml")
+    assert str(info.value).startswith(".".join(["t"] * MAX_DEPTH) + ": ")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_max_depth_itself_parses(fmt: str) -> None:
+    layer = parse_text(_deep_array(fmt, MAX_DEPTH - 1), fmt)
+    assert "a" in layer
+
+
+# -- numbers ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_decimal_int_too_long_for_text_is_a_parse_error(fmt: str) -> None:
+    digits = "1" * (MAX_INT_DIGITS + 1)
+    text = {"toml": f"n = {digits}\n", "json": f'{{"n": {digits}}}', "yaml": f"n: {digits}\n"}
+    with pytest.raises(ParseError, match=f"more than {MAX_INT_DIGITS} digits"):
+        parse_text(text[fmt], fmt)
+
+
+@pytest.mark.parametrize("fmt", ["toml", "yaml"])
+def test_a_hex_int_too_long_for_text_is_refused_by_its_path(fmt: str) -> None:
+    text = {"toml": "[limits]\nn = 0x", "yaml": "limits:\n  n: 0x"}[fmt] + "f" * 5000
+    with pytest.raises(ParseError, match=f"more than {MAX_INT_DIGITS} digits") as info:
+        parse_text(text, fmt)
+    assert str(info.value).startswith("limits.n: ")
+
+
+# -- YAML values that are not JSON-like: path and type, never the value ---------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "type_name"),
+    [
+        ("!!binary aHVudGVyMi1TRUNSRVQteHl6", "bytes"),  # base64 of the secret
+        (f"!!set {{{SECRET}: null}}", "set"),
+        ("!!python/object/apply:os.getcwd []", "YAML tag !!python/object/apply:..."),
+        (f"!!python/name:{SECRET}", "YAML tag !!python/name:..."),
+        (f"!Ref {SECRET}", "YAML tag !Ref"),
+    ],
+)
+def test_a_yaml_value_that_is_not_json_like_names_its_path_and_type(
+    value: str, type_name: str
+) -> None:
+    with pytest.raises(ParseError) as info:
+        parse_text(f"db:\n  password: {value}\n", "yaml")
+    message = str(info.value)
+    assert message.startswith("db.password: ")
+    assert type_name in message
+    assert SECRET not in message
+    assert "aHVudGVy" not in message
+
+
+def test_a_python_tag_is_never_constructed(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    marker = tmp_path / "touched"
+    text = f"a: !!python/object/apply:pathlib.Path.touch [{str(marker)!r}]\n"
+    with pytest.raises(ParseError, match="YAML tag"):
+        parse_text(text, "yaml")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("tag", ["!!int", "!!float", "!!bool", "!!timestamp"])
+def test_a_yaml_value_that_does_not_fit_its_tag_is_located_but_not_quoted(tag: str) -> None:
+    with pytest.raises(ParseError, match=f"cannot construct a {tag} value") as info:
+        parse_text(f"db:\n  password: {tag} {SECRET}\n", "yaml")
+    assert "at line 2, column 13" in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "text"),
+    [
+        ("toml", f'password = "{SECRET}\n'),
+        ("json", f'{{"password": "{SECRET}'),
+        ("yaml", f"password: {SECRET}\n- b\n"),
+        ("yaml", f'password: "{SECRET}\n'),
+    ],
+)
+def test_a_syntax_error_never_quotes_the_document(fmt: str, text: str) -> None:
+    with pytest.raises(ParseError, match=f"invalid {fmt.upper()}") as info:
+        parse_text(text, fmt)
+    assert SECRET not in str(info.value)
+
+
+def test_a_document_that_is_not_a_table_is_refused() -> None:
+    with pytest.raises(ParseError, match="table/object, got list"):
+        parse_text("[1, 2]", "json")
