@@ -45,6 +45,7 @@ from otpylib_config.protocol import (
     TICK,
     UNSUBSCRIBE,
 )
+from otpylib_config.redact import frames_and
 from otpylib_config.subscriptions import Subscription, SubscriptionHandle
 from otpylib_config.table import ConfigTable
 
@@ -89,7 +90,8 @@ class ConfigManager(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"): 
         except ConfigError as exc:  # a rejected request: the requester learns why
             _fail(message, exc)
         except Exception as exc:  # the message may hold a secret value: log only its tag
-            logger.exception("config manager failed to handle a %s message", _tag(message))
+            text = frames_and(exc, type(exc).__name__)  # its message may quote a value
+            logger.error("config manager failed to handle a %s message:\n%s", _tag(message), text)
             _fail(message, exc)
         return (NoReply(), state)
 

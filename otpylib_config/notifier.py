@@ -31,6 +31,7 @@ from otpylib.module import GEN_SERVER, OTPModule
 from otpylib_config import _otp_compat, telemetry
 from otpylib_config.errors import ConfigError
 from otpylib_config.protocol import WAKE
+from otpylib_config.redact import frames_and
 from otpylib_config.subscriptions import Subscription
 from otpylib_config.table import ConfigTable
 
@@ -123,13 +124,21 @@ async def _call(table: ConfigTable, sub: Subscription, path: str, old: Any, new:
         table.counters["events_delivered"] += 1
     except Exception as exc:
         table.counters["subscriber_errors"] += 1
-        error = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+        error = "timed out" if isinstance(exc, TimeoutError) else _describe(table, exc)
         _log_failure(sub, path, error, exc)
         telemetry.execute(
             telemetry.SUBSCRIBER_ERROR,
             {"count": 1},
             {"pattern": sub.pattern, "path": path, "error": error},
         )
+
+
+def _describe(table: ConfigTable, exc: Exception) -> str:
+    """The callback's error, with any secret value it quotes masked (it may well quote the
+    value it was given)."""
+    text = f"{type(exc).__name__}: {exc}"
+    tree = table.snapshot.tree if table.snapshot is not None else None
+    return text if tree is None else table.redactor.scrub(text, tree)
 
 
 def _log_failure(sub: Subscription, path: str, error: str, exc: Exception) -> None:
@@ -141,11 +150,6 @@ def _log_failure(sub: Subscription, path: str, error: str, exc: Exception) -> No
     first = sub.logged_at is None
     unlogged, sub.failures, sub.logged_at = sub.failures - 1, 0, now
     more = f" ({unlogged} more failures since the last report)" if unlogged else ""
-    logger.error(
-        "config subscriber %r failed on %s: %s%s",
-        sub.pattern,
-        path,
-        error,
-        more,
-        exc_info=exc if first else None,
-    )
+    logger.error("config subscriber %r failed on %s: %s%s", sub.pattern, path, error, more)
+    if first:
+        logger.debug("config subscriber %r failed:\n%s", sub.pattern, frames_and(exc, error))

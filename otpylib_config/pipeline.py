@@ -24,6 +24,7 @@ from otpylib_config import telemetry
 from otpylib_config.errors import SourceError, ValidationError
 from otpylib_config.paths import Path
 from otpylib_config.protocol import WAKE, ReloadResult
+from otpylib_config.redact import frames_and
 from otpylib_config.snapshot import Snapshot
 from otpylib_config.sources.base import NotReady, Source
 from otpylib_config.sources.runtime import Overrides
@@ -57,6 +58,7 @@ async def load_initial(table: ConfigTable) -> None:
     layers = _layers(table, loaded)
     base = merge(layers)
     tree = table.overrides.apply(base)
+    _note_secret_leaves(table, loaded)
     model = _validate(table, tree, "start")
     _commit(table, loaded, errors, base)
     table.snapshot = Snapshot(tree, version=1, model=model)
@@ -104,6 +106,7 @@ async def apply(table: ConfigTable, reading: Reading) -> ReloadResult:
         base = merge(_layers(table, loaded))
         tree = table.overrides.apply(base)
         changed = diff(table.snapshot.tree, tree)
+        _note_secret_leaves(table, loaded)
         try:
             model = _validate(table, tree, reading.reason) if changed else table.snapshot.model
         except ValidationError as exc:
@@ -192,8 +195,9 @@ async def _accepted(table: ConfigTable, loaded: dict[str, Section], errors: dict
             continue
         try:
             await table.sources[name].source.accepted(layer)
-        except Exception:  # a source bug must not take the manager down
-            logger.exception("config source %s failed in accepted()", name)
+        except Exception as exc:  # a source bug must not take the manager down
+            text = frames_and(exc, type(exc).__name__)
+            logger.error("config source %s failed in accepted():\n%s", name, text)
 
 
 def _commit(
@@ -205,16 +209,24 @@ def _commit(
         else:
             table.sources[name].succeeded(layer)
     table.base = base
-    if any(table.sources[name].source.secret for name in loaded):
-        table.redactor.replace_leaves(
-            frozenset(
-                ".".join(path)
-                for state in table.sources.values()
-                if state.source.secret
-                for path, leaf in leaf_items(state.layer, ())
-                if path and not isinstance(leaf, Section)
-            )
+
+
+def _note_secret_leaves(table: ConfigTable, loaded: dict[str, Section]) -> None:
+    """Tell the redactor every leaf a secret source gives, before validation runs: a
+    validator's message may quote a value, and it must already be masked there. A layer
+    that validation then rejects leaves its leaves masked until the next reload, which
+    errs on the side of hiding."""
+    if not any(table.sources[name].source.secret for name in loaded):
+        return
+    table.redactor.replace_leaves(
+        frozenset(
+            ".".join(path)
+            for name, state in table.sources.items()
+            if state.source.secret
+            for path, leaf in leaf_items(loaded.get(name, state.layer), ())
+            if path and not isinstance(leaf, Section)
         )
+    )
 
 
 def _sort(table: ConfigTable, reading: Reading) -> tuple[dict[str, Section], dict[str, str]]:
@@ -241,8 +253,7 @@ def _sort(table: ConfigTable, reading: Reading) -> tuple[dict[str, Section], dic
             continue
         if layer is not None and state.last_success is None:
             loaded[name] = layer  # its saved fallback, until it loads for real
-        errors[name] = str(error)
-        table.record_failure(state, str(error), stage="load", duration=duration)
+        errors[name] = table.record_failure(state, str(error), stage="load", duration=duration)
     return loaded, errors
 
 
@@ -256,7 +267,8 @@ async def _load_one(source: Source) -> Result:
     except SourceError as exc:
         return exc.fallback, exc, time.perf_counter() - started
     except Exception as exc:  # a source bug must not take the manager down
-        logger.exception("config source %s raised", source.name)
+        logger.error("config source %s raised %s", source.name, type(exc).__name__)
+        logger.debug("config source %s:\n%s", source.name, frames_and(exc, type(exc).__name__))
         error = SourceError(source.name, f"{type(exc).__name__}: {exc}")
         return None, error, time.perf_counter() - started
     return layer, None, time.perf_counter() - started

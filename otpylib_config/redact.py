@@ -8,6 +8,7 @@ every secret value of the tree that appears in it is replaced (:meth:`Redactor.s
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Iterable, Iterator
 from fnmatch import fnmatchcase
 from functools import lru_cache
@@ -110,3 +111,10 @@ def _replace_all(text: str, secrets: list[str]) -> str:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+def frames_and(exc: BaseException, message: str) -> str:
+    """A traceback for the log with ``message`` (already scrubbed) in place of the
+    exception's own text, which may quote a secret value: the frames show code, not data."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    return f"Traceback (most recent call last):\n{frames}{message}"

@@ -169,9 +169,12 @@ class ConfigTable:
 
     def record_failure(
         self, state: SourceState, error: str, *, stage: str, duration: float = 0.0
-    ) -> None:
+    ) -> str:
         """A source failed to load, watch or restore: it keeps its last good layer, and the
-        error goes to ``status()``, the log (one warning per distinct error) and telemetry."""
+        error goes to ``status()``, the log (one warning per distinct error) and telemetry,
+        with any secret value it quotes masked; returns the text as reported."""
+        if self.snapshot is not None:
+            error = self.redactor.scrub(error, self.snapshot.tree)
         repeated = state.last_error == error
         state.failed(error)
         self.counters[f"source_{stage}_errors"] += 1
@@ -187,6 +190,7 @@ class ConfigTable:
             {"duration_s": duration},
             {"source": state.source.name, "error": error, "stage": stage},
         )
+        return error
 
     def track(self, role: str) -> int:
         """Record that the calling process started as ``role`` and, when it ends, how;

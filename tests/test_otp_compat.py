@@ -61,9 +61,7 @@ class Sup(metaclass=OTPModule, behavior=SUPERVISOR, version="1.0.0"):
             supervisor.child_spec(id=name, module=Worker, args=name, name=name, restart=restart)
             for name, restart in children
         ]
-        options = supervisor.options(
-            strategy=strategy, max_restarts=max_restarts, max_seconds=5
-        )
+        options = supervisor.options(strategy=strategy, max_restarts=max_restarts, max_seconds=5)
         return (specs, options)
 
     async def terminate(self, reason: Any, state: Any) -> None:
@@ -387,9 +385,7 @@ async def test_a_linked_crash_ends_a_process_and_reaches_one_that_traps(
             raise RuntimeError("linked crash")
 
         victim = await process.spawn(lambda: asyncio.sleep(60))
-        trapper = await process.spawn(
-            lambda: _forward_one(me), trap_exits=True, mailbox=True
-        )
+        trapper = await process.spawn(lambda: _forward_one(me), trap_exits=True, mailbox=True)
         crasher = await process.spawn(doomed)
         for pid in (victim, trapper):
             await in_linked(pid, crasher)

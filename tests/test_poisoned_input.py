@@ -32,7 +32,7 @@ from otpylib_config import (
 from otpylib_config.redact import REDACTED
 from otpylib_config.values import MAX_INT_DIGITS, MAX_ITEMS, MAX_STRING_LENGTH
 
-from .conftest import Recorder, StartTree
+from .conftest import Recorder, StartTree, eventually
 
 SECRET = "hunter2-SECRET-xyz"
 ALL_EVENTS = tuple(
@@ -274,3 +274,37 @@ async def _drive_every_error_path(secrets_toml: Path, secrets_yaml: Path) -> lis
         errors += (await Config.reload()).errors.values()
     assert len(errors) == 11 and all(errors)
     return errors
+
+
+async def test_a_secret_new_to_a_secret_file_or_quoted_by_a_callback_is_masked(
+    start_tree: StartTree, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    vault = tmp_path / "vault.toml"
+    vault.write_text("[vault]\nentry = 'fine'\n")
+    caplog.set_level(logging.DEBUG, logger="otpylib_config")
+
+    def schema(tree: Any) -> None:
+        if tree["vault"]["entry"] != "fine":
+            raise ValueError(f"vault entry {tree['vault']['entry']} is not fine")
+
+    def quoting(path: str, old: Any, new: Any) -> None:
+        raise ValueError(f"cannot use {new}")
+
+    with telemetry.capture_events(*ALL_EVENTS) as events:
+        await start_tree(
+            sources=[
+                DefaultsSource({"db": {"password": "old-password"}}),
+                FileSource(vault, secret=True, watch=False),
+            ],
+            schema=schema,
+        )
+        await Config.subscribe("db.password", quoting)
+        vault.write_text(f"[vault]\nentry = '{SECRET}'\n")  # a value new to the secret file
+        result = await Config.reload()
+        await Config.put("db.password", SECRET)  # the callback quotes the secret it gets
+        await eventually(lambda: any(e.name == telemetry.SUBSCRIBER_ERROR for e in events))
+
+    assert REDACTED in result.errors["validation"]
+    texts = [*result.errors.values(), caplog.text, *(repr(e) for e in events)]
+    texts.append(repr(await Config.status()))
+    assert [text for text in texts if SECRET in text] == []
