@@ -8,6 +8,7 @@ an operator what was wrong and where::
     ├── InvalidValueError (ValueError)    a value that is not JSON-like data, with its path
     ├── SourceError                       a source could not be loaded (file, line, variable)
     ├── ValidationError (ValueError)      the merged configuration failed the schema
+    │   └── LoadError (also a SourceError) start-up failed: every problem at once
     ├── NotRunningError                   no configuration tree is running for this id
     └── ConfigTimeoutError (TimeoutError) the manager did not answer a write in time
 """
@@ -43,13 +44,27 @@ class SourceError(ConfigError):
     ``fallback``: a layer the source saved in an earlier run (a last-known-good cache). It
     is served only while the source has no good layer of its own in this run, and the
     source still counts as failing in ``status()``.
+
+    ``problems``: ``(path, message)`` pairs when the source knows which keys were bad, and
+    ``partial``: its layer without them, so that start-up can validate the rest and report
+    every problem at once.
     """
 
-    def __init__(self, source: str, message: str, fallback: Section | None = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        message: str,
+        fallback: Section | None = None,
+        *,
+        problems: Sequence[tuple[str, str]] = (),
+        partial: Section | None = None,
+    ) -> None:
         super().__init__(f"{source}: {message}")
         self.source = source
         self.reason = message
         self.fallback = fallback
+        self.problems = tuple(problems)
+        self.partial = partial
 
 
 class ValidationError(ConfigError, ValueError):
@@ -59,6 +74,28 @@ class ValidationError(ConfigError, ValueError):
         self.problems = tuple(problems)
         lines = "; ".join(f"{path or '<root>'}: {msg}" for path, msg in self.problems)
         super().__init__(f"configuration is invalid: {lines}")
+
+
+class LoadError(SourceError, ValidationError):
+    """Raised by start-up (``start``, ``child_spec``'s first load, ``load``) when the
+    configuration cannot be loaded: every failed source and every validation problem, each
+    naming the path and where its value came from. A ``SourceError`` (``source`` is the
+    first failed source, or ``"validation"``) and a ``ValidationError`` (``problems`` lists
+    them all) at once, so code written for either keeps working."""
+
+    def __init__(
+        self, failed: Sequence[SourceError], invalid: ValidationError | None = None
+    ) -> None:
+        problems = [p for error in failed for p in (error.problems or [("", str(error))])]
+        problems += invalid.problems if invalid is not None else ()
+        self.problems = tuple(problems)
+        self.failed = tuple(failed)
+        lines = "; ".join(f"{path}: {msg}" if path else msg for path, msg in self.problems)
+        Exception.__init__(self, f"configuration cannot be loaded: {lines}")
+        self.source = failed[0].source if failed else "validation"
+        self.reason = lines
+        self.fallback = None
+        self.partial = None
 
 
 class NotRunningError(ConfigError):

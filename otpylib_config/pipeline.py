@@ -20,10 +20,11 @@ from typing import Any
 
 from otpylib import process
 
-from otpylib_config import telemetry
-from otpylib_config.errors import SourceError, ValidationError
+from otpylib_config import schema_view, telemetry
+from otpylib_config.errors import LoadError, SourceError, ValidationError
 from otpylib_config.paths import Path
 from otpylib_config.protocol import WAKE, ReloadResult
+from otpylib_config.provenance import with_origins
 from otpylib_config.redact import frames_and
 from otpylib_config.snapshot import Snapshot
 from otpylib_config.sources.base import NotReady, Source
@@ -46,23 +47,64 @@ logger = logging.getLogger("otpylib_config")
 
 
 async def load_initial(table: ConfigTable) -> None:
-    """The first load. Raises the first required source's ``SourceError``, or the
-    ``ValidationError`` of an invalid configuration: a tree never starts on bad config."""
+    """The first load. A tree never starts on bad configuration: raises :class:`LoadError`
+    with every problem at once (each required source that failed, and what validation
+    says of the rest when the failed sources could still give part of their layer)."""
     table.configure_sources()
     await table.persistence.restore(table)
     reading = await read(table, "start", announce=False)
     loaded, errors = _sort(table, reading)
-    for name, (_, error, _) in zip(reading.names, reading.results, strict=True):
-        if error is not None and table.sources[name].source.required and name not in loaded:
-            raise error
-    layers = _layers(table, loaded)
-    base = merge(layers)
-    tree = table.overrides.apply(base)
+    failed = [
+        error
+        for name, (_, error, _) in zip(reading.names, reading.results, strict=True)
+        if error is not None and table.sources[name].source.required and name not in loaded
+    ]
+    for error in failed:  # what a failed source could still read, for validation to see
+        if error.partial is not None:
+            loaded[error.source] = error.partial
+    base = merge(_layers(table, loaded))
+    raw = table.overrides.apply(base)
     _note_secret_leaves(table, loaded)
-    model = _validate(table, tree, "start")
+    invalid: ValidationError | None = None
+    if all(error.partial is not None for error in failed):
+        try:
+            candidate = _candidate(table, raw, "start", loaded)
+        except ValidationError as exc:
+            invalid = exc
+    if failed or invalid is not None:
+        raise LoadError(failed, invalid)
     _commit(table, loaded, errors, base)
-    table.snapshot = Snapshot(tree, version=1, model=model)
+    table.snapshot = Snapshot(candidate.tree, version=1, model=candidate.model, raw=raw)
     await _accepted(table, loaded, errors)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A configuration that passed validation: the merged ``raw`` tree, the ``tree`` to
+    publish (the schema's view of it, or ``raw`` itself) and the schema's ``model``."""
+
+    raw: Section
+    tree: Section
+    model: Any
+
+
+def _candidate(
+    table: ConfigTable,
+    raw: Section,
+    reason: str,
+    loaded: dict[str, Section] | None = None,
+    overrides: Overrides | None = None,
+) -> Candidate:
+    """Validate ``raw``; raises ``ValidationError`` with every problem and its origin."""
+    if not table.validator.active:
+        return Candidate(raw, raw, None)
+    model = _validate(table, raw, reason, loaded, overrides)
+    if table.validator.schema is None:
+        return Candidate(raw, raw, model)
+    view = schema_view.view(raw, model)
+    if view.secret_paths - table.redactor.secret_leaves:
+        table.redactor.secret_leaves = table.redactor.secret_leaves | view.secret_paths
+    return Candidate(raw, view.tree, model)
 
 
 Result = tuple[Section | None, SourceError | None, float]
@@ -102,20 +144,22 @@ async def apply(table: ConfigTable, reading: Reading) -> ReloadResult:
     """Merge what was read over the other sources' last good layers, validate and publish."""
     try:
         loaded, errors = _sort(table, reading)
-        assert table.snapshot is not None
+        snapshot = table.snapshot
+        assert snapshot is not None
         base = merge(_layers(table, loaded))
-        tree = table.overrides.apply(base)
-        changed = diff(table.snapshot.tree, tree)
+        raw = table.overrides.apply(base)
+        changed = diff(snapshot.raw, raw)
         _note_secret_leaves(table, loaded)
         try:
-            model = _validate(table, tree, reading.reason) if changed else table.snapshot.model
+            candidate = _candidate(table, raw, reading.reason, loaded) if changed else None
         except ValidationError as exc:
             errors["validation"] = str(exc)
             changed = []
         else:
             _commit(table, loaded, errors, base)
-            if changed:
-                await publish(table, tree, changed, model)
+            if candidate is not None:
+                changed = _published_changes(snapshot, candidate, changed)
+                await publish(table, candidate, changed)
             await _accepted(table, loaded, errors)
     except Exception as exc:
         error = {"kind": type(exc).__name__, "error": str(exc)}
@@ -123,10 +167,20 @@ async def apply(table: ConfigTable, reading: Reading) -> ReloadResult:
         raise
     table.counters["reloads"] += 1
     table.counters["reload_errors"] += bool(errors)
-    version = table.snapshot.version
+    version = table.snapshot.version if table.snapshot is not None else 0
     metadata = {"version": version, "errors": errors}
     _reload_event(telemetry.RELOAD_STOP, reading, metadata, changes=len(changed))
     return ReloadResult(version, tuple(".".join(p) for p in changed), errors)
+
+
+def _published_changes(
+    snapshot: Snapshot, candidate: Candidate, raw_changed: list[Path]
+) -> list[Path]:
+    """The leaves that change for readers: those of the merged tree, unless a schema's view
+    is published, which must be compared as a whole (defaults and computed fields move)."""
+    if candidate.tree is candidate.raw:
+        return raw_changed
+    return diff(snapshot.tree, candidate.tree)
 
 
 def _reload_event(event: str, reading: Reading, metadata: dict[str, Any], **extra: int) -> None:
@@ -134,27 +188,46 @@ def _reload_event(event: str, reading: Reading, metadata: dict[str, Any], **extr
     telemetry.execute(event, measurements, {"reason": reading.reason, **metadata})
 
 
-async def apply_overrides(table: ConfigTable, overrides: Overrides, root: Path) -> None:
-    """Validate, persist and publish new runtime overrides; the effective value changes
-    only under ``root``. Raises ``ValidationError`` or ``SourceError`` with nothing changed."""
-    assert table.snapshot is not None
-    old_tree = table.snapshot.tree
-    value = overrides.apply(get_in(table.base, root), root)
-    tree = remove_in(old_tree, root) if value is MISSING else set_in(old_tree, root, value)
-    changed = diff(get_in(old_tree, root), value, root)
-    model = _validate(table, tree, "put") if changed else table.snapshot.model
+async def apply_overrides(
+    table: ConfigTable, overrides: Overrides, roots: Iterable[Path]
+) -> list[Path]:
+    """Validate, persist and publish new runtime overrides in one step (one version, one
+    batch of events); the merged value changes only under ``roots``. Returns the published
+    changes. Raises ``ValidationError`` or ``SourceError`` with nothing changed."""
+    snapshot = table.snapshot
+    assert snapshot is not None
+    raw, changed = snapshot.raw, []
+    for root in _outermost(roots):
+        value = overrides.apply(get_in(table.base, root), root)
+        raw = remove_in(raw, root) if value is MISSING else set_in(raw, root, value)
+        changed += diff(get_in(snapshot.raw, root), value, root)
+    candidate = _candidate(table, raw, "put", None, overrides) if changed else None
     await table.persistence.save(overrides)
     table.overrides = overrides
-    if changed:
-        await publish(table, tree, changed, model)
+    if candidate is None:
+        return []
+    changed = _published_changes(snapshot, candidate, changed)
+    await publish(table, candidate, changed)
+    return changed
 
 
-async def publish(table: ConfigTable, tree: Section, changed: list[Path], model: Any) -> None:
+def _outermost(roots: Iterable[Path]) -> list[Path]:
+    """The roots that no other root contains, in order: a batch that puts ``a`` and
+    ``a.b`` recomputes ``a`` once."""
+    unique = list(dict.fromkeys(roots))
+    return [r for r in unique if not any(o != r and r[: len(o)] == o for o in unique)]
+
+
+async def publish(table: ConfigTable, candidate: Candidate, changed: list[Path]) -> None:
     """Swap in the next snapshot, then hand the change to the notifier, which turns it into
     events: the manager's cost does not grow with the subscriptions it concerns."""
-    assert table.snapshot is not None
-    old_tree = table.snapshot.tree
-    table.snapshot = table.snapshot.successor(tree, changed, model)
+    snapshot = table.snapshot
+    assert snapshot is not None
+    old_tree, tree = snapshot.tree, candidate.tree
+    if not changed:  # the merged tree moved, the published view did not: same version
+        table.snapshot = snapshot.with_raw(candidate.raw, candidate.model)
+        return
+    table.snapshot = snapshot.successor(tree, changed, candidate.model, candidate.raw)
     table.counters["changes"] += len(changed)
     if len(table.subscriptions):
         table.changes.append(Change(table.snapshot.version, changed, old_tree, tree))
@@ -165,12 +238,17 @@ async def publish(table: ConfigTable, tree: Section, changed: list[Path], model:
         _emit_changes(table, old_tree, tree, changed)
 
 
-def _validate(table: ConfigTable, tree: Section, reason: str) -> Any:
-    if not table.validator.active:
-        return None
+def _validate(
+    table: ConfigTable,
+    tree: Section,
+    reason: str,
+    loaded: dict[str, Section] | None = None,
+    overrides: Overrides | None = None,
+) -> Any:
     try:
         model = table.validator.check(tree, table.redactor)
     except ValidationError as exc:
+        exc = with_origins(exc, table, loaded, overrides)
         table.counters["validation_failures"] += 1
         table.last_validation_error = str(exc)
         logger.warning("configuration rejected (%s), keeping the last good one: %s", reason, exc)
@@ -179,7 +257,7 @@ def _validate(table: ConfigTable, tree: Section, reason: str) -> Any:
             {"problems": len(exc.problems)},
             {"reason": reason, "problems": list(exc.problems)},
         )
-        raise
+        raise exc from None
     table.last_validation_error = None
     return model
 

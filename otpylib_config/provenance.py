@@ -7,12 +7,16 @@ published snapshot was built from. Values are redacted like every other output.
 from __future__ import annotations
 
 import datetime
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from otpylib_config.errors import ValidationError
 from otpylib_config.paths import Path, parse_path
 from otpylib_config.redact import REDACTED
-from otpylib_config.sources.runtime import Override
+from otpylib_config.schema_view import schema_origin
+from otpylib_config.sources.runtime import Override, Overrides
 from otpylib_config.tree import MISSING, get_in
 from otpylib_config.values import Section
 
@@ -65,18 +69,59 @@ def explain(table: ConfigTable, path: str) -> Explanation:
     segments = parse_path(path)
     assert table.snapshot is not None
     effective = get_in(table.snapshot.tree, segments)
-    found = [c for c in [_runtime(table, segments)] if c is not None]
+    found = [c for c in [_runtime(table, segments, table.overrides)] if c is not None]
     for state in reversed(list(table.sources.values())):
         value = get_in(state.layer, segments)
         if value is not MISSING:
             shown = REDACTED if state.source.secret else table.redactor.value(path, value)
             found.append(Contribution(state.source.name, state.source.origin(segments), shown))
     value = None if effective is MISSING else table.redactor.value(path, effective)
+    if not found and effective is not MISSING:  # no source has it: the schema gave it
+        origin = schema_origin(table.snapshot.model, segments) or "schema"
+        found.append(Contribution("schema", origin, value))
     return Explanation(path, value, tuple(found))
 
 
-def _runtime(table: ConfigTable, segments: Path) -> Contribution | None:
-    node: Any = table.overrides.root
+def origin_of(
+    table: ConfigTable,
+    segments: Path,
+    loaded: Mapping[str, Section] | None = None,
+    overrides: Overrides | None = None,
+) -> str | None:
+    """Where the value at ``segments`` of a candidate configuration comes from: the
+    highest layer that has it, among ``loaded`` (fresh layers) over the sources' last good
+    ones, under ``overrides``; ``None`` if no layer has a value there."""
+    runtime = _runtime(table, segments, overrides or table.overrides)
+    if runtime is not None and runtime.value is not None:
+        return runtime.origin
+    for name, state in reversed(list(table.sources.items())):
+        layer = (loaded or {}).get(name, state.layer)
+        if get_in(layer, segments) is not MISSING:
+            return state.source.origin(segments)
+    return None
+
+
+def with_origins(
+    error: ValidationError,
+    table: ConfigTable,
+    loaded: Mapping[str, Section] | None = None,
+    overrides: Overrides | None = None,
+) -> ValidationError:
+    """``error`` with each problem saying where its value came from, so an operator knows
+    which file, variable or put to fix."""
+    problems = []
+    for path, message in error.problems:
+        segments = tuple(s for s in _INDEX.sub("", path).split(".") if s)
+        origin = origin_of(table, segments, loaded, overrides) if segments else None
+        problems.append((path, f"{message} (from {origin})" if origin else message))
+    return ValidationError(problems)
+
+
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def _runtime(table: ConfigTable, segments: Path, overrides: Overrides) -> Contribution | None:
+    node: Any = overrides.root
     for depth, segment in enumerate(segments, start=1):
         if not isinstance(node, Section):
             return None

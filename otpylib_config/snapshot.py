@@ -22,12 +22,21 @@ from otpylib_config.values import EMPTY, Section
 class Snapshot:
     """One version of the effective configuration; never changes once published."""
 
-    __slots__ = ("_hash", "cache", "model", "tree", "version")
+    __slots__ = ("_hash", "cache", "model", "raw", "tree", "version")
 
-    def __init__(self, tree: Section = EMPTY, version: int = 0, model: Any = None) -> None:
+    def __init__(
+        self,
+        tree: Section = EMPTY,
+        version: int = 0,
+        model: Any = None,
+        raw: Section | None = None,
+    ) -> None:
         self.tree = tree
         self.version = version
         self.model = model  # the schema's validated model, if the spec has a pydantic schema
+        self.raw = tree if raw is None else raw
+        """The merged sources and overrides, before the schema made ``tree`` of them (the
+        same object when there is no schema that transforms)."""
         self.cache: dict[str, Any] = {}
         self._hash: str | None = None
 
@@ -38,15 +47,25 @@ class Snapshot:
             self.cache[path] = value
         return value
 
-    def successor(self, tree: Section, changed: Iterable[Path], model: Any = None) -> Snapshot:
+    def successor(
+        self, tree: Section, changed: Iterable[Path], model: Any = None, raw: Section | None = None
+    ) -> Snapshot:
         """The next version, taking over this snapshot's cache minus the changed nodes."""
-        nxt = Snapshot(tree, self.version + 1, model)
+        nxt = Snapshot(tree, self.version + 1, model, raw)
         cache, self.cache = self.cache, {}
         for leaf in changed:
             for depth in range(1, len(leaf) + 1):
                 cache.pop(".".join(leaf[:depth]), None)
         nxt.cache = cache
         return nxt
+
+    def with_raw(self, raw: Section, model: Any) -> Snapshot:
+        """This version again, over a merged tree that changed where the schema's view did
+        not (a value written ``"8001"`` instead of ``8001``): readers see nothing new."""
+        same = Snapshot(self.tree, self.version, model, raw)
+        same.cache, self.cache = self.cache, {}
+        same._hash = self._hash
+        return same
 
     @property
     def config_hash(self) -> str:
