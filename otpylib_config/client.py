@@ -1,4 +1,8 @@
-"""``Config``: the API an application calls (DESIGN §1-§4).
+"""``Config``: the API an application calls.
+
+``Config`` is bound to the **default tree**: the first tree started (``start`` or
+``child_spec``) that is still registered — with one tree in the process, that tree.
+``Config.of(spec_id)`` gives the same API bound to the tree ``spec_id``.
 
 Reads look the path up in the published snapshot of the running tree, with no message and
 no await inside, so they never block on the manager and never fail while it restarts.
@@ -11,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from otpylib import process
@@ -22,7 +28,15 @@ from otpylib_config.errors import (
     NotRunningError,
 )
 from otpylib_config.paths import parse_path, parse_pattern
-from otpylib_config.protocol import DELETE, PUT, RELOAD, SUBSCRIBE, UNSUBSCRIBE, ReloadResult
+from otpylib_config.protocol import (
+    DELETE,
+    PUT,
+    PUT_MANY,
+    RELOAD,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    ReloadResult,
+)
 from otpylib_config.provenance import Explanation, explain
 from otpylib_config.subscriptions import Callback, Subscription, SubscriptionHandle
 from otpylib_config.tree import MISSING
@@ -40,17 +54,20 @@ logger = logging.getLogger("otpylib_config")
 
 
 def register(table: ConfigTable) -> None:
-    """Make ``table`` the one ``Config`` reads and writes (called by the manager's init)."""
+    """Let ``Config.of(table.spec.id)`` reach ``table`` (called by the manager's init, also
+    after a restart, which must not move it in the order that picks the default tree)."""
     global _current
-    _current = _tables[table.spec.id] = table
+    if _tables.get(table.spec.id) is not table:
+        _tables.pop(table.spec.id, None)
+        _tables[table.spec.id] = table
+    _current = next(iter(_tables.values()))
 
 
 def unregister(table: ConfigTable) -> None:
     global _current
     if _tables.get(table.spec.id) is table:
         del _tables[table.spec.id]
-    if _current is table:
-        _current = next(reversed(_tables.values()), None)
+    _current = next(iter(_tables.values()), None)
 
 
 def table_for(spec_id: str) -> ConfigTable | None:
@@ -66,55 +83,66 @@ def current_table() -> ConfigTable:
     return _current
 
 
-class Config:
-    """Reads, writes and subscriptions on the running configuration tree."""
+def _table_by_id(spec_id: str) -> ConfigTable:
+    table = _tables.get(spec_id)
+    if table is None:
+        raise NotRunningError(f"no otpylib-config tree {spec_id!r} is running")
+    return table
 
-    @staticmethod
-    def get_nowait(path: str, default: Any = None) -> Any:
+
+class ConfigClient:
+    """Reads, writes and subscriptions on one running tree (see the module docstring for
+    which one ``Config`` is)."""
+
+    __slots__ = ("_table_of",)
+
+    def __init__(self, table_of: Callable[[], ConfigTable]) -> None:
+        self._table_of = table_of
+
+    def of(self, spec_id: str) -> ConfigClient:
+        """The same API, bound to the tree ``spec_id``."""
+        return ConfigClient(partial(_table_by_id, spec_id))
+
+    def get_nowait(self, path: str, default: Any = None) -> Any:
         """The value (or read-only section) at ``path``, or ``default`` if absent."""
-        try:
-            snapshot = _current.snapshot  # type: ignore[union-attr]
-            value = snapshot.cache.get(path, MISSING)  # type: ignore[union-attr]
-        except AttributeError:
-            current_table()
-            raise
-        except TypeError:
-            raise InvalidPathError(f"a path must be a str, got {type(path).__name__}") from None
-        if value is MISSING:
-            value = snapshot.lookup(path)  # type: ignore[union-attr]
-            if value is MISSING:
-                return default
-        return value
+        return lookup(self._table_of(), path, default)
 
-    @staticmethod
-    async def get(path: str, default: Any = None) -> Any:
+    async def get(self, path: str, default: Any = None) -> Any:
         """Same as :meth:`get_nowait`; awaitable for symmetry with the writes."""
-        return Config.get_nowait(path, default)
+        return self.get_nowait(path, default)
 
-    @staticmethod
-    async def put(path: str, value: Any) -> None:
+    async def put(self, path: str, value: Any) -> None:
         """Set a runtime override (highest priority) at ``path``; returns once published."""
         segments = parse_path(path)
         frozen = freeze(value, path, depth=len(segments))
-        await _request(PUT, segments, path, frozen)
+        await _request(self._table_of(), PUT, segments, path, frozen)
 
-    @staticmethod
-    async def delete(path: str) -> bool:
+    async def put_many(self, values: Mapping[str, Any]) -> None:
+        """Set several overrides as one change: validated together, published as one
+        version with one batch of events, all or nothing. Each path pins only itself."""
+        if not isinstance(values, Mapping):
+            raise TypeError(f"put_many takes a mapping of path to value, got {values!r:.80}")
+        entries = []
+        for path, value in values.items():
+            segments = parse_path(path)
+            entries.append((segments, path, freeze(value, path, depth=len(segments))))
+        if entries:
+            await _request(self._table_of(), PUT_MANY, tuple(entries))
+
+    async def delete(self, path: str) -> bool:
         """Remove the runtime override at or below ``path``; lower layers show through.
 
         Returns whether there was an override to remove.
         """
-        result: bool = await _request(DELETE, parse_path(path), path)
+        result: bool = await _request(self._table_of(), DELETE, parse_path(path), path)
         return result
 
-    @staticmethod
-    async def reload() -> ReloadResult:
+    async def reload(self) -> ReloadResult:
         """Reload every source now and return what changed."""
-        result: ReloadResult = await _request(RELOAD, "request")
+        result: ReloadResult = await _request(self._table_of(), RELOAD, "request")
         return result
 
-    @staticmethod
-    async def subscribe(pattern: str, callback: Callback) -> SubscriptionHandle:
+    async def subscribe(self, pattern: str, callback: Callback) -> SubscriptionHandle:
         """Call ``callback(path, old, new)`` for changes matching ``pattern``.
 
         If called from inside an otpylib process, the subscription ends when it exits.
@@ -122,52 +150,92 @@ class Config:
         segments = parse_pattern(pattern)
         if not callable(callback):
             raise TypeError(f"subscribe callback must be callable, got {callback!r}")
-        table = current_table()
+        table = self._table_of()
         sub = Subscription(next(table.sub_ids), pattern, segments, callback, process.self())
-        handle: SubscriptionHandle = await _request(SUBSCRIBE, sub)
+        handle: SubscriptionHandle = await _request(table, SUBSCRIBE, sub)
         return handle
 
-    @staticmethod
-    async def unsubscribe(handle: SubscriptionHandle) -> bool:
+    async def unsubscribe(self, handle: SubscriptionHandle) -> bool:
         """Stop a subscription; returns whether it was still active."""
         if not isinstance(handle, SubscriptionHandle):
             raise TypeError(f"unsubscribe takes a SubscriptionHandle, got {handle!r}")
-        result: bool = await _request(UNSUBSCRIBE, handle.id)
+        result: bool = await _request(self._table_of(), UNSUBSCRIBE, handle.id)
         return result
 
-    @staticmethod
-    def model() -> Any:
+    def model(self) -> Any:
         """The validated instance of the spec's pydantic ``schema`` for the current config."""
-        table = current_table()
-        if not hasattr(table.spec.schema, "model_validate"):
-            raise ConfigError(f"config tree {table.spec.id!r} has no pydantic schema")
-        assert table.snapshot is not None
-        return table.snapshot.model
+        return model_of(self._table_of())
 
-    @staticmethod
-    async def explain(path: str) -> Explanation:
+    async def explain(self, path: str) -> Explanation:
         """Which source gave the value at ``path``, from where, and what it overrides."""
-        return explain(current_table(), path)
+        return explain(self._table_of(), path)
 
-    @staticmethod
-    async def dump() -> dict[str, Any]:
+    async def dump(self) -> dict[str, Any]:
         """The whole effective configuration as plain data, secrets redacted."""
-        table = current_table()
-        assert table.snapshot is not None
-        tree = table.snapshot.tree
-        return {key: thaw(table.redactor.value(key, value)) for key, value in tree.items()}
+        return dump(self._table_of())
 
-    @staticmethod
-    async def status() -> Status:
-        """Version, config hash, per-source health and counters (no message involved)."""
-        table = current_table()
+    async def status(self) -> Status:
+        """Version, config hash, per-source and per-process health, counters (no message)."""
+        table = self._table_of()
         return table.status(process.whereis(table.manager_name) is not None)
 
 
-async def _request(tag: Any, *args: Any) -> Any:
+def _get_nowait(path: str, default: Any = None) -> Any:
+    """``Config.get_nowait`` for the default tree: the hot path, one global and one dict
+    lookup when the path was read before."""
+    try:
+        snapshot = _current.snapshot  # type: ignore[union-attr]
+        value = snapshot.cache.get(path, MISSING)  # type: ignore[union-attr]
+    except AttributeError:
+        current_table()
+        raise
+    except TypeError:
+        raise InvalidPathError(f"a path must be a str, got {type(path).__name__}") from None
+    if value is MISSING:
+        value = snapshot.lookup(path)  # type: ignore[union-attr]
+        if value is MISSING:
+            return default
+    return value
+
+
+class _DefaultConfig(ConfigClient):
+    __slots__ = ()
+    get_nowait = staticmethod(_get_nowait)
+
+
+Config: ConfigClient = _DefaultConfig(current_table)
+"""Reads, writes and subscriptions on the default tree; ``Config.of(id)`` for another."""
+
+
+def lookup(table: ConfigTable, path: str, default: Any = None) -> Any:
+    """The value at ``path`` in ``table``'s published snapshot, or ``default``."""
+    snapshot = table.snapshot
+    assert snapshot is not None
+    if not isinstance(path, str):
+        raise InvalidPathError(f"a path must be a str, got {type(path).__name__}")
+    value = snapshot.cache.get(path, MISSING)
+    if value is MISSING:
+        value = snapshot.lookup(path)
+    return default if value is MISSING else value
+
+
+def model_of(table: ConfigTable) -> Any:
+    if not hasattr(table.spec.schema, "model_validate"):
+        raise ConfigError(f"config tree {table.spec.id!r} has no pydantic schema")
+    assert table.snapshot is not None
+    return table.snapshot.model
+
+
+def dump(table: ConfigTable) -> dict[str, Any]:
+    """The whole published configuration as plain data, secrets redacted."""
+    assert table.snapshot is not None
+    tree = table.snapshot.tree
+    return {key: thaw(table.redactor.value(key, value)) for key, value in tree.items()}
+
+
+async def _request(table: ConfigTable, tag: Any, *args: Any) -> Any:
     """Send a request to the manager and wait for its future, across manager restarts;
     fails at once with ``NotRunningError`` if the tree is stopped for good."""
-    table = current_table()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + table.spec.write_timeout
     while True:

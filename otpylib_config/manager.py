@@ -37,6 +37,7 @@ from otpylib_config.protocol import (
     DELETE,
     DOWN,
     PUT,
+    PUT_MANY,
     READ,
     RELOAD,
     SOURCE_CHANGED,
@@ -118,7 +119,7 @@ async def _put(
 ) -> None:
     started = time.perf_counter()
     overrides, root = state.table.overrides.put(segments, value)
-    await pipeline.apply_overrides(state.table, overrides, root)
+    await pipeline.apply_overrides(state.table, overrides, [root])
     state.table.counters["puts"] += 1
     _resolve(fut, None)
     if telemetry.has_handlers(telemetry.PUT):
@@ -133,11 +134,29 @@ async def _put(
         )
 
 
+async def _put_many(
+    state: ManagerState, fut: asyncio.Future[Any], entries: tuple[tuple[Path, str, Any], ...]
+) -> None:
+    """Every put of the batch, validated and published as one: all or nothing."""
+    started = time.perf_counter()
+    overrides, roots = state.table.overrides.put_many([(s, v) for s, _, v in entries])
+    await pipeline.apply_overrides(state.table, overrides, roots)
+    state.table.counters["puts"] += len(entries)
+    _resolve(fut, None)
+    if telemetry.has_handlers(telemetry.PUT):
+        duration = time.perf_counter() - started
+        for _, path, value in entries:
+            metadata = {"path": path, "value": state.table.redactor.value(path, value)}
+            telemetry.execute(
+                telemetry.PUT, {"duration_s": duration}, {**metadata, "version": _version(state)}
+            )
+
+
 async def _delete(state: ManagerState, fut: asyncio.Future[Any], segments: Path, path: str) -> None:
     started = time.perf_counter()
     outcome = state.table.overrides.delete(segments)
     if outcome is not None:
-        await pipeline.apply_overrides(state.table, *outcome)
+        await pipeline.apply_overrides(state.table, outcome[0], [outcome[1]])
         state.table.counters["deletes"] += 1
     _resolve(fut, outcome is not None)
     telemetry.execute(
@@ -292,6 +311,7 @@ def _version(state: ManagerState) -> int:
 
 _HANDLERS: dict[Any, Callable[..., Awaitable[None]]] = {
     PUT: _put,
+    PUT_MANY: _put_many,
     DELETE: _delete,
     RELOAD: _reload_request,
     SOURCE_CHANGED: _source_changed,

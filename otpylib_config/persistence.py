@@ -495,8 +495,11 @@ class _Record:
     value: Any
     at: float
     deleted: bool
+    puts: tuple[tuple[KeyPath, Any], ...] | None = None  # a put_many, applied as one
 
     def apply(self, overrides: Overrides) -> Overrides:
+        if self.puts is not None:
+            return overrides.put_many(self.puts, self.at)[0]
         if not self.deleted:
             return overrides.put(self.path, self.value, self.at)[0]
         outcome = overrides.delete(self.path, self.at)
@@ -520,7 +523,10 @@ def _encode_record(seq: int, change: Change) -> bytes:
         "path": ".".join(change.path),
         "at": change.at,
     }
-    if not change.deleted:
+    if change.batch:
+        record["op"] = "put_many"
+        record["puts"] = [{"path": ".".join(path), "value": v} for path, v in change.value]
+    elif not change.deleted:
         record["value"] = change.value
     return (json.dumps(record, separators=(",", ":")) + "\n").encode()
 
@@ -556,12 +562,22 @@ def _decode_record(raw: Any, previous: int) -> _Record:
         raise ValueError(f"sequence number {seq!r} does not follow {previous}")
     if not isinstance(text, str) or not isinstance(at, int | float):
         raise ValueError("a record needs a path and a time")
+    if op == "put_many":
+        return _Record(seq, (), None, float(at), False, _decode_puts(raw.get("puts")))
     path = parse_path(text)
     if op == "delete":
         return _Record(seq, path, None, float(at), True)
     if op != "put" or "value" not in raw:
         raise ValueError(f"unknown operation {op!r}, or a put without a value")
     return _Record(seq, path, freeze(raw["value"], text), float(at), False)
+
+
+def _decode_puts(puts: Any) -> tuple[tuple[KeyPath, Any], ...]:
+    if not isinstance(puts, list) or not all(
+        isinstance(p, dict) and isinstance(p.get("path"), str) and "value" in p for p in puts
+    ):
+        raise ValueError("a put_many record needs a list of puts with a path and a value")
+    return tuple((parse_path(p["path"]), freeze(p["value"], p["path"])) for p in puts)
 
 
 def _append_synced(path: Path, line: bytes) -> None:

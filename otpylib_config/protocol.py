@@ -9,6 +9,8 @@ await it (DESIGN §8) instead of using ``gen_server.call``.
 message                              result the future gets
 ===================================  ====================================================
 ``(PUT, fut, segments, path, value)``  ``None``; ``value`` is already frozen by the client
+``(PUT_MANY, fut, entries)``           ``None``; ``entries``: ``(segments, path, value)``
+                                       triples, published as one version or not at all
 ``(DELETE, fut, segments, path)``      ``True`` if a runtime override was removed
 ``(RELOAD, fut, reason)``              :class:`ReloadResult`
 ``(SUBSCRIBE, fut, subscription)``     :class:`SubscriptionHandle` (idempotent by id)
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 from otpylib import atom
 
 PUT = atom.ensure("otpylib_config.put")
+PUT_MANY = atom.ensure("otpylib_config.put_many")
 DELETE = atom.ensure("otpylib_config.delete")
 RELOAD = atom.ensure("otpylib_config.reload")
 SUBSCRIBE = atom.ensure("otpylib_config.subscribe")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
 from typing import Any
@@ -66,10 +67,11 @@ class Change:
     """
 
     path: Path
-    value: Any  # what was put; None for a delete
+    value: Any  # what was put; None for a delete; the ``(path, value)`` pairs of a batch
     at: float
     deleted: bool
     parent: weakref.ref[Overrides]
+    batch: bool = False  # ``put_many``: ``value`` holds every put, applied in order
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,20 @@ class Overrides:
             replaced = Override(set_in(base, rest, value), at)
             return Overrides(set_in(self.root, holder, replaced), change), holder
         return Overrides(set_in(self.root, path, Override(value, at)), change), path
+
+    def put_many(
+        self, items: Sequence[tuple[Path, Any]], at: float | None = None
+    ) -> tuple[Overrides, list[Path]]:
+        """Every put of ``items`` in order, as ONE change (one journal record, so a crash
+        keeps all of them or none), and the paths whose effective values must be
+        recomputed."""
+        at = time.time() if at is None else at
+        overrides, roots = self, []
+        for path, value in items:
+            overrides, root = overrides.put(path, value, at)
+            roots.append(root)
+        change = Change((), tuple(items), at, False, weakref.ref(self), batch=True)
+        return Overrides(overrides.root, change), roots
 
     def delete(self, path: Path, at: float | None = None) -> tuple[Overrides, Path] | None:
         """Remove the override at or inside ``path``; ``None`` if there was none.
