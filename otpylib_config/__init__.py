@@ -10,16 +10,18 @@ The data flow, module by module::
 """
 
 from otpylib_config import _otp_compat, telemetry
-from otpylib_config.client import Config
+from otpylib_config.client import Config, ConfigClient
 from otpylib_config.errors import (
     ConfigError,
     ConfigTimeoutError,
     InvalidPathError,
     InvalidValueError,
+    LoadError,
     NotRunningError,
     SourceError,
     ValidationError,
 )
+from otpylib_config.oneshot import LoadedConfig, load
 from otpylib_config.protocol import ReloadResult
 from otpylib_config.provenance import Contribution, Explanation
 from otpylib_config.redact import DEFAULT_SECRET_PATTERNS
@@ -40,6 +42,7 @@ _otp_compat.install()  # Erlang's exit and supervision semantics for every otpyl
 __all__ = [
     "DEFAULT_SECRET_PATTERNS",
     "Config",
+    "ConfigClient",
     "ConfigError",
     "ConfigSpec",
     "ConfigTimeoutError",
@@ -52,6 +55,8 @@ __all__ = [
     "FileSource",
     "InvalidPathError",
     "InvalidValueError",
+    "LoadError",
+    "LoadedConfig",
     "NotRunningError",
     "ProcessStatus",
     "ReloadResult",
@@ -64,6 +69,7 @@ __all__ = [
     "SubscriptionHandle",
     "ValidationError",
     "child_spec",
+    "load",
     "running",
     "shutdown",
     "start",

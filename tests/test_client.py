@@ -20,10 +20,11 @@ from otpylib_config import (
     NotRunningError,
     Section,
     Source,
+    ValidationError,
 )
 from otpylib_config.values import EMPTY
 
-from .conftest import StartTree
+from .conftest import Recorder, StartTree
 
 DEFAULTS = {"database": {"url": "postgres://localhost/app", "pool_size": 5}, "debug": False}
 
@@ -295,3 +296,67 @@ async def test_writes_leave_no_reference_cycles_behind(start_tree: StartTree) ->
         gc.enable()
 
     assert leftovers == []
+
+
+async def test_put_many_is_one_version_with_one_batch_of_events(start_tree: StartTree) -> None:
+    await start_tree(sources=[DefaultsSource({"limits": {"api": 10, "burst": 20, "window": 1}})])
+    recorder = Recorder()
+    await Config.subscribe("limits.*", recorder)
+    before = (await Config.status()).version
+
+    await Config.put_many({"limits.api": 100, "limits.burst": 200})
+
+    assert (await Config.status()).version == before + 1
+    assert sorted(await recorder.settled(2)) == [
+        ("limits.api", 10, 100),
+        ("limits.burst", 20, 200),
+    ]
+    assert Config.get_nowait("limits.window") == 1
+
+
+async def test_put_many_is_all_or_nothing(start_tree: StartTree) -> None:
+    def positive(tree: Any) -> None:
+        bad = [k for k, v in tree["limits"].items() if v <= 0]
+        if bad:
+            raise ValidationError([(f"limits.{k}", "must be positive") for k in bad])
+
+    await start_tree(
+        sources=[DefaultsSource({"limits": {"a": 1, "b": 1, "c": 1}})], schema=positive
+    )
+
+    with pytest.raises(ValidationError) as error:
+        await Config.put_many({"limits.a": 5, "limits.b": 0, "limits.c": -1})
+
+    assert [path for path, _ in error.value.problems] == ["limits.b", "limits.c"]
+    assert Config.get_nowait("limits") == {"a": 1, "b": 1, "c": 1}  # not even a
+    with pytest.raises(InvalidPathError):
+        await Config.put_many({"limits.a": 2, "bad..path": 1})
+    assert Config.get_nowait("limits.a") == 1
+
+
+async def test_put_many_pins_only_its_leaves(start_tree: StartTree, tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("[limits]\napi = 10\nburst = 20\n")
+    await start_tree(sources=[FileSource(config, watch=False)])
+    await Config.put_many({"limits.api": 100})
+
+    config.write_text("[limits]\napi = 11\nburst = 21\n")
+    await Config.reload()
+
+    assert Config.get_nowait("limits") == {"api": 100, "burst": 21}  # burst follows the file
+
+
+async def test_config_of_reaches_each_tree_and_config_keeps_the_first(
+    start_tree: StartTree,
+) -> None:
+    await start_tree(id="first", sources=[DefaultsSource({"name": "first"})])
+    await start_tree(id="second", sources=[DefaultsSource({"name": "second"})])
+
+    assert Config.get_nowait("name") == "first"  # the default tree: the first started
+    second = Config.of("second")
+    assert second.get_nowait("name") == "second" and await second.get("name") == "second"
+    await second.put("name", "changed")
+    assert second.get_nowait("name") == "changed" and Config.get_nowait("name") == "first"
+    assert (await second.status()).id == "second"
+    with pytest.raises(NotRunningError, match="'third'"):
+        Config.of("third").get_nowait("name")

@@ -527,3 +527,20 @@ async def _run_and_kill(script: Path, store: Path, start: int, after: int) -> in
             last = int(line)
     await child.wait()
     return last
+
+
+async def test_a_put_many_is_one_record_restored_whole(tmp_path: Path, otp_runtime: Any) -> None:
+    import otpylib_config
+    from otpylib_config import Config, ConfigSpec, DefaultsSource, RuntimeSource
+
+    path = tmp_path / "overrides.json"
+    spec = ConfigSpec(sources=[DefaultsSource({}), RuntimeSource(path=path)], reload_interval=None)
+    async with otpylib_config.running(spec):
+        await Config.put_many({"a.x": 1, "a.y": 2, "b": {"z": 3}})
+    journal = [p for p in tmp_path.iterdir() if ".journal." in p.name]
+    records = [json.loads(line) for p in journal for line in p.read_text().splitlines()]
+    assert [r["op"] for r in records] == ["put_many"]
+
+    async with otpylib_config.running(spec):
+        assert Config.get_nowait("a") == {"x": 1, "y": 2}
+        assert Config.get_nowait("b.z") == 3
