@@ -221,13 +221,17 @@ class WatchedFile:
         event; ``None`` if the watcher stops first. Taking the moment synchronously, at the
         event that made it hold, keeps later events out of it."""
         future: asyncio.Future[Moment | None] = asyncio.get_running_loop().create_future()
+        self._settle(predicate, future)
+        return future
+
+    def _settle(self, predicate: Callable[[], bool], future: asyncio.Future[Moment | None]) -> None:
+        """Resolve ``future`` if the watch ended or ``predicate`` holds; else keep waiting."""
         if not self.live:
             future.set_result(None)
         elif predicate():
             future.set_result(self.moment())
         else:
             self._waiters.append((predicate, future))
-        return future
 
     def _marker(self, kind: str) -> None:
         """An open or a close-without-write of the file."""
@@ -279,14 +283,8 @@ class WatchedFile:
     def _updated(self) -> None:
         waiting, self._waiters = self._waiters, []
         for predicate, future in waiting:
-            if future.done():
-                continue
-            if not self.live:
-                future.set_result(None)
-            elif predicate():
-                future.set_result(self.moment())
-            else:
-                self._waiters.append((predicate, future))
+            if not future.done():
+                self._settle(predicate, future)
 
     def _stopped(self) -> None:
         self.live = False
