@@ -35,6 +35,12 @@ class ConfigSpec:
     and ``validators`` (glob pattern -> callable, dataclass or pydantic model) check the
     merged configuration before anything is published. ``watch_debounce``: seconds a file
     must be quiet after an event before it is reloaded.
+
+    ``secret_patterns``: which paths are redacted in every output (``get`` is not). A word
+    (``"token"``, ``"private_key"``) makes secret every name that ends in it once split at
+    ``_``, ``-`` and case changes (``jwt_secret``, ``apiKey``, not ``token_ttl``); a glob
+    (``"*dsn*"``) is matched against the lower-cased name. A secret section hides all it
+    holds. The default, ``DEFAULT_SECRET_PATTERNS``, is the built-in word list.
     """
 
     id: str = "default"
