@@ -25,7 +25,7 @@ from otpylib import process
 
 from otpylib_config import _otp_compat, telemetry
 from otpylib_config.persistence import Persistence
-from otpylib_config.redact import Redactor
+from otpylib_config.redact import Redactor, mask_url_passwords
 from otpylib_config.snapshot import Snapshot
 from otpylib_config.sources.base import Source, SourceContext
 from otpylib_config.sources.runtime import Overrides
@@ -175,6 +175,8 @@ class ConfigTable:
         with any secret value it quotes masked; returns the text as reported."""
         if self.snapshot is not None:
             error = self.redactor.scrub(error, self.snapshot.tree)
+        else:  # the first load: no values known yet, but a URL's password is plain to see
+            error = mask_url_passwords(error)
         repeated = state.last_error == error
         state.failed(error)
         self.counters[f"source_{stage}_errors"] += 1
