@@ -211,6 +211,24 @@ async def apply_overrides(
     return changed
 
 
+INLINE_EXPAND_S = 0.001
+"""How long the manager itself turns a change into events before it leaves the rest to the
+notifier: a put of a few leaves that concerns no subscription then costs no message."""
+
+
+async def _hand_over(table: ConfigTable, change: Change) -> None:
+    """Queue ``change``'s events: as much as fits in ``INLINE_EXPAND_S`` here (unless earlier
+    changes are still being expanded, which must go first), the rest by the notifier."""
+    if not table.changes:
+        touched = table.subscriptions.expand(change, time.monotonic() + INLINE_EXPAND_S)
+        table.ready.update(sub for sub in touched if sub.pending and sub.task is None)
+    if change.cursor < len(change.changed):
+        table.changes.append(change)
+    if (table.ready or table.changes) and not table.wake_sent:
+        table.wake_sent = True
+        await process.send(table.notifier_name, (WAKE,))
+
+
 def _outermost(roots: Iterable[Path]) -> list[Path]:
     """The roots that no other root contains, in order: a batch that puts ``a`` and
     ``a.b`` recomputes ``a`` once."""
@@ -230,10 +248,7 @@ async def publish(table: ConfigTable, candidate: Candidate, changed: list[Path])
     table.snapshot = snapshot.successor(tree, changed, candidate.model, candidate.raw)
     table.counters["changes"] += len(changed)
     if len(table.subscriptions):
-        table.changes.append(Change(table.snapshot.version, changed, old_tree, tree))
-        if not table.wake_sent:
-            table.wake_sent = True
-            await process.send(table.notifier_name, (WAKE,))
+        await _hand_over(table, Change(table.snapshot.version, changed, old_tree, tree))
     if telemetry.has_handlers(telemetry.CHANGED):
         _emit_changes(table, old_tree, tree, changed)
 

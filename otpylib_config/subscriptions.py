@@ -6,9 +6,10 @@ whole old and new value at that node. Pending events are coalesced per path (fir
 ``old``, last ``new``; dropped if they cancel out), so a slow subscriber holds at most one
 event per path it watches, however many changes arrive.
 
-The manager only records each published :class:`Change`; the notifier turns it into events
-with :meth:`Subscriptions.expand`, a slice at a time, so that a change of 200,000 leaves
-never holds the event loop (or the manager) for long. A change's ``cursor`` records how
+The manager turns a published :class:`Change` into events for at most a millisecond and
+leaves the rest to the notifier, which goes on with :meth:`Subscriptions.expand` a slice at a
+time, so that a change of 200,000 leaves never holds the event loop (or the manager) for
+long, while a small change that concerns nobody costs no message. A change's ``cursor`` records how
 far it got, so a notifier restarted mid-way resumes without losing or repeating an event.
 """
 
