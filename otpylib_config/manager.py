@@ -5,7 +5,7 @@ state from the table without touching it, then commits with plain assignments an
 one new snapshot; the requester's future is resolved only after that, so it reads its own
 write. No handler raises out of ``handle_info``: an error goes to the requester's future, or
 to the log, and the manager keeps serving (otpylib 0.5.18 would otherwise lose the reply or
-the process, see reference/otpylib-0.5.18.md §2).
+the process: a handler that raises leaves its caller waiting; docs/supervision.md).
 
 A reload (requested, timed or pushed) reads its sources in a task outside the manager and
 comes back as ``(READ, ...)``; only applying the reading happens here, so source I/O never

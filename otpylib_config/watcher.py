@@ -4,7 +4,8 @@ keeps what a reader needs to know whether the file was being written while it re
 Each file is watched through its parent directory with one watchdog ``Observer``, because
 a watch on the file itself dies with the file's inode: editors save by writing a temporary
 file and renaming it over the original, and Kubernetes updates a ConfigMap volume by swapping
-a ``..data`` symlink (lessons.md item 2). An event counts for a key when
+a ``..data`` symlink (watchers of other libraries died after such saves). An event counts
+for a key when
 
 * its source or destination path names the file (same directory, same base name), or
 * it touches a ``..``-prefixed entry of the directory (the Kubernetes atomic writer), or
@@ -15,7 +16,8 @@ Events arrive on watchdog's threads and are handed to the loop with
 ``call_soon_threadsafe``; everything else happens on the loop, so no state is shared between
 threads (the only value the loop hands the other way is an immutable set of paths, replaced
 whole). On the loop each relevant event (re)arms a ``call_later`` per key, so a burst of
-events gives one ``on_change(key)`` (lessons.md items 1 and 18). ``on_change`` only says
+events gives one ``on_change(key)`` (editors often write a file twice per save).
+``on_change`` only says
 "look again": the caller reloads, validates and notifies only if the content changed.
 
 Reporting a file that is still being written would only make the caller read it half-way, so
