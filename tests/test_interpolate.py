@@ -1,4 +1,8 @@
-"""Specification of ``${VAR}`` placeholders: syntax, defaults, escapes and the template form."""
+"""Specification of ``${VAR}`` placeholders: syntax, defaults, escapes and the template form.
+
+The grammar is docker compose's; the section "docker compose's own vectors" translates its
+interpolation test suite, and the differences we keep on purpose are tested as such.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,12 @@ import yaml
 from otpylib_config.interpolate import (
     InterpolationError,
     expand,
+    expand_file,
     expand_layer,
     render_scalar,
     render_templates,
 )
+from otpylib_config.parsers import ParseError
 from otpylib_config.values import Section, freeze
 
 ENV = {"HOST": "db.local", "EMPTY": "", "PORT": "5432", "DOLLAR": "${HOST}", "ESC": "$${HOST}"}
@@ -33,6 +39,20 @@ ENV = {"HOST": "db.local", "EMPTY": "", "PORT": "5432", "DOLLAR": "${HOST}", "ES
         ("${MISSING:fallback}", "fallback"),
         ("${HOST:-fallback}", "db.local"),
         ("${HOST:fallback}", "db.local"),
+        ("${MISSING-fallback}", "fallback"),
+        ("${HOST-fallback}", "db.local"),
+        ("${HOST:?needed}", "db.local"),
+        ("${HOST?needed}", "db.local"),
+        ("${HOST:+other}", "other"),
+        ("${HOST+other}", "other"),
+        ("${MISSING:+other}", ""),
+        ("${MISSING+other}", ""),
+        ("${MISSING-}", ""),
+        ("${MISSING:-${HOST}}", "db.local"),
+        ("${MISSING:-${ALSO:-x}}", "x"),
+        ("${MISSING-pg://${HOST}:${PORT}/}", "pg://db.local:5432/"),
+        ("${HOST:+host=${HOST} port=${PORT}}", "host=db.local port=5432"),
+        ("${MISSING:-{braces}", "{braces"),
         ("${MISSING:-}", ""),
         ("${MISSING:}", ""),
         ("${MISSING:-a b:c-d/e}", "a b:c-d/e"),
@@ -40,6 +60,8 @@ ENV = {"HOST": "db.local", "EMPTY": "", "PORT": "5432", "DOLLAR": "${HOST}", "ES
         ("${_x1:-ok}", "ok"),
         ("no placeholders", "no placeholders"),
         ("price: $5, $ alone, $$ two", "price: $5, $ alone, $$ two"),
+        ("$HOST and $}", "$HOST and $}"),
+        ("a } b", "a } b"),
         ("", ""),
     ],
 )
@@ -50,8 +72,49 @@ def test_forms_expand_from_the_environment(text: str, expected: str) -> None:
 def test_colon_dash_treats_an_empty_variable_as_unset_and_colon_does_not() -> None:
     assert expand("${EMPTY:-default}", ENV) == "default"
     assert expand("${EMPTY:default}", ENV) == ""
+    assert expand("${EMPTY-default}", ENV) == ""
     assert expand("${EMPTY}", ENV) == ""
     assert expand("${EMPTY:-}", ENV) == expand("${EMPTY:}", ENV) == ""
+    assert expand("${EMPTY:+other}", ENV) == ""
+    assert expand("${EMPTY+other}", ENV) == "other"
+    assert expand("${EMPTY?needed}", ENV) == ""
+    with pytest.raises(InterpolationError, match="required variable EMPTY is missing a value"):
+        expand("${EMPTY:?needed}", ENV)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (
+            "${MISSING:?set it in .env}",
+            "required variable MISSING is missing a value: set it in .env",
+        ),
+        ("${MISSING?set it}", "required variable MISSING is missing a value: set it"),
+        ("${MISSING:?}", "required variable MISSING is missing a value"),
+        ("${MISSING?}", "required variable MISSING is missing a value"),
+        ("${MISSING?a-b:-c}", "required variable MISSING is missing a value: a-b:-c"),
+    ],
+)
+def test_question_mark_makes_a_variable_required(text: str, reason: str) -> None:
+    with pytest.raises(InterpolationError) as info:
+        expand(f"x {text} y", ENV)
+    assert info.value.reason == reason
+    assert info.value.variable == "MISSING"
+
+
+def test_defaults_and_alternatives_are_expanded_only_when_used() -> None:
+    assert expand("${HOST:-${NOPE}}", ENV) == "db.local"
+    assert expand("${MISSING:+${NOPE}}", ENV) == ""
+    assert expand("${HOST:?${NOPE}}", ENV) == "db.local"
+    with pytest.raises(InterpolationError) as info:
+        expand("${MISSING:-${NOPE}}", ENV)
+    assert info.value.variable == "NOPE"
+
+
+def test_a_typo_in_an_unused_branch_is_still_an_error() -> None:
+    for text in ("${HOST:-${}}", "${HOST:-${1X}}", "${HOST:+${A B}}", "${MISSING?${x!}}"):
+        with pytest.raises(InterpolationError, match="malformed"):
+            expand(text, ENV)
 
 
 @pytest.mark.parametrize(
@@ -62,6 +125,9 @@ def test_colon_dash_treats_an_empty_variable_as_unset_and_colon_does_not() -> No
         ("$$${HOST}", "$${HOST}"),
         ("$${", "${"),
         ("$${1X", "${1X"),
+        ("${MISSING:-$${HOST}}", "${HOST}"),
+        ("${HOST:-$${X}}", "db.local"),
+        ("${MISSING:-a$${b}c}", "a${b}c"),
     ],
 )
 def test_double_dollar_escapes_a_placeholder(text: str, expected: str) -> None:
@@ -72,11 +138,9 @@ def test_values_from_the_environment_are_never_expanded_again() -> None:
     assert expand("${DOLLAR}", ENV) == "${HOST}"
     assert expand("${ESC}", ENV) == "$${HOST}"
     assert expand("${MISSING:-pa$$word}", ENV) == "pa$$word"
-
-
-def test_a_default_is_literal_and_cannot_nest() -> None:
-    with pytest.raises(InterpolationError, match="nesting"):
-        expand("${A:-${HOST}}", ENV)
+    assert expand("${MISSING:-${DOLLAR}}", ENV) == "${HOST}"
+    assert expand("${HOST:+${ESC}}", ENV) == "$${HOST}"
+    assert expand("${MISSING-$DOLLAR}", ENV) == "$DOLLAR"
 
 
 @pytest.mark.parametrize(
@@ -84,12 +148,20 @@ def test_a_default_is_literal_and_cannot_nest() -> None:
     [
         ("${", "unterminated"),
         ("abc ${HOST", "unterminated"),
+        ("${HOST:-x", "unterminated"),
+        ("${MISSING:-${HOST}", "unterminated"),
+        ("${MISSING:-$${HOST}", "unterminated"),
         ("${}", "malformed"),
+        ("${ }", "malformed"),
         ("${1X}", "malformed"),
-        ("${A-B}", "malformed"),
         ("${A B}", "malformed"),
         ("${A.B}", "malformed"),
         ("${ HOST}", "malformed"),
+        ("${HOST }", "malformed"),
+        ("${HOST!}", "malformed"),
+        ("${MISSING:=x}", "assign-default"),
+        ("${HOST:-${}}", "malformed"),
+        ("${MISSING:?message ${1X}}", "malformed"),
     ],
 )
 def test_a_malformed_placeholder_is_an_error(text: str, reason: str) -> None:
@@ -121,6 +193,15 @@ def test_the_layer_pass_expands_every_string_and_no_key() -> None:
     assert type(expanded["db"]["hosts"]) is tuple
 
 
+def test_every_problem_of_a_string_is_reported_at_once() -> None:
+    with pytest.raises(InterpolationError) as info:
+        expand("${A} ${HOST} ${B:?needed} ${1X} ${C}", ENV)
+    err = info.value
+    assert [problem.variable for problem in err.details] == ["A", "B", None, "C"]
+    assert err.variable == "A"
+    assert str(err).count(";") == 3
+
+
 def test_the_layer_pass_names_the_dotted_path() -> None:
     layer = freeze({"database": {"url": "pg://${DB_HOST}", "hosts": ["a", "${H2}"]}})
     with pytest.raises(InterpolationError) as info:
@@ -131,6 +212,24 @@ def test_the_layer_pass_names_the_dotted_path() -> None:
         expand_layer(freeze({"database": {"hosts": ["a", "${H2}"]}}), ENV)
     assert info.value.key == "database.hosts[1]"
     assert info.value.variable == "H2"
+
+
+def test_the_layer_pass_reports_every_problem_with_its_path_and_a_partial_layer() -> None:
+    layer = freeze(
+        {
+            "db": {"url": "pg://${DB_HOST}", "host": "${HOST}", "pw": "${PW:?set PW}"},
+            "hosts": ["a", "${H2}"],
+            "ok": "${PORT}",
+            "bad": "x${1X}",
+        }
+    )
+    with pytest.raises(InterpolationError) as info:
+        expand_layer(layer, ENV)
+    err = info.value
+    assert [path for path, _ in err.problems] == ["db.url", "db.pw", "hosts[1]", "bad"]
+    assert err.problems[1] == ("db.pw", "required variable PW is missing a value: set PW")
+    assert [problem.line for problem in err.details] == [None] * 4
+    assert err.partial == {"db": {"host": "db.local"}, "ok": "5432"}
 
 
 # -- safe literals --------------------------------------------------------------------------
@@ -332,9 +431,13 @@ SECRET = "hunter2-SECRET-xyz"
     [
         f"${{{SECRET}",  # unterminated, the rest of the value inside
         f"{SECRET}${{",
-        f"${{{SECRET}}}",  # malformed: '-' is not allowed in a name
+        f"${{X {SECRET}}}",  # malformed: a space after the name
+        f"${{1{SECRET}}}",  # malformed: a name cannot start with a digit
+        f"${{{SECRET.replace('-', '.')}}}",  # malformed: '.' is no operator
         f"pre-{SECRET}-${{1X}}-post",
-        f"${{A:-{SECRET}${{B}}}}",  # nested default
+        f"${{A:-{SECRET}${{B}}}}",  # nested default, whose placeholder is missing
+        f"${{A:-{SECRET}${{B}}",  # nested default, unterminated
+        f"{SECRET} ${{A}} {SECRET}",
     ],
 )
 def test_an_error_in_a_string_never_quotes_the_value(text: str) -> None:
@@ -348,12 +451,26 @@ def test_an_error_in_a_string_never_quotes_the_value(text: str) -> None:
     assert "hunter2" not in message
 
 
-def test_a_nesting_error_names_the_variable_but_not_its_default() -> None:
-    with pytest.raises(InterpolationError, match="nesting") as info:
+def test_an_error_in_a_default_names_the_inner_variable_but_not_the_default() -> None:
+    with pytest.raises(InterpolationError) as info:
         expand(f"${{TOKEN:-{SECRET}${{B}}}}", ENV)
-    assert info.value.variable == "TOKEN"
-    assert "TOKEN" in str(info.value)
+    assert info.value.variable == "B"
+    assert "B is not set" in str(info.value)
     assert SECRET not in str(info.value)
+
+
+def test_an_error_never_carries_a_value_from_the_environment() -> None:
+    environ = {"SECRET_VAR": SECRET, "EMPTY": ""}
+    with pytest.raises(InterpolationError) as info:
+        expand("${PW:?ask ops, not ${SECRET_VAR}} ${SECRET_VAR:+${NOPE}}", environ)
+    message = str(info.value)
+    assert "required variable PW is missing a value: ask ops, not ${SECRET_VAR}" in message
+    assert "NOPE is not set" in message
+    assert SECRET not in message
+    layer = freeze({"a": {"b": "${SECRET_VAR}${NOPE}"}})
+    with pytest.raises(InterpolationError) as info:
+        expand_layer(layer, environ)
+    assert SECRET not in str(info.value) and SECRET not in repr(info.value.problems)
 
 
 @pytest.mark.parametrize(
@@ -388,3 +505,357 @@ def test_an_integer_too_long_to_convert_is_rendered_as_a_string(fmt: str) -> Non
     digits = "9" * 5000
     literal = render_scalar(digits, fmt)
     assert literal.strip('"') == digits and literal.startswith('"')
+
+
+# -- template form with the whole grammar ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("placeholder", "value"),
+    [
+        ("${MISSING:-${PORT}}", 5432),
+        ("${MISSING:-${ALSO:-8000}}", 8000),
+        ("${MISSING-${HOST}}", "db.local"),
+        ("${HOST:+${PORT}}", 5432),
+        ("${MISSING:+${PORT}}", ""),
+        ("${EMPTY+true}", True),
+        ("${PORT:?needed}", 5432),
+        ("${MISSING:-${DOLLAR}}", "${HOST}"),
+        ("${MISSING:-a, b = 1}", "a, b = 1"),
+        ("${MISSING:-$${HOST}}", "${HOST}"),
+    ],
+)
+@pytest.mark.parametrize("fmt", ["toml", "json", "yaml"])
+def test_template_placeholders_take_the_whole_grammar(
+    fmt: str, placeholder: str, value: object
+) -> None:
+    document = {"toml": f"v = {placeholder}\n", "json": f'{{"v": {placeholder}}}'}.get(
+        fmt, f"v: {placeholder}\n"
+    )
+    parsed = parse_as(fmt, render(fmt, document))
+    assert list(parsed) == ["v"]
+    got = expand(parsed["v"], {}) if isinstance(parsed["v"], str) else parsed["v"]
+    assert got == value
+
+
+def test_a_template_placeholder_ends_on_its_own_line() -> None:
+    with pytest.raises(InterpolationError, match="unterminated") as info:
+        render("toml", "a = 1\nb = ${MISSING:-${PORT\n}}\n")
+    assert info.value.line == 2
+
+
+@pytest.mark.parametrize("fmt", ["toml", "yaml"])
+def test_a_required_template_variable_names_its_message_and_line(fmt: str) -> None:
+    text = {"toml": "[db]\npw = ${PW:?set PW}\n", "yaml": "db:\n  pw: ${PW:?set PW}\n"}[fmt]
+    with pytest.raises(InterpolationError) as info:
+        render(fmt, text)
+    err = info.value
+    assert (err.line, err.variable) == (2, "PW")
+    assert err.reason == "required variable PW is missing a value: set PW"
+
+
+def test_every_template_problem_is_reported_at_once() -> None:
+    text = "a = ${A}\nb = ${HOST}\nc = [${C:?needed}, ${1X}]\n[${T}]\nd = ${D}000\n"
+    with pytest.raises(InterpolationError) as info:
+        render("toml", text)
+    err = info.value
+    assert [(p.line, p.variable) for p in err.details] == [
+        (1, "A"),
+        (3, "C"),
+        (3, None),
+        (4, "T"),
+        (5, "D"),
+    ]
+    assert [path for path, _ in err.problems] == [""] * 5  # only lines are known before parsing
+    assert err.problems[0] == ("", "line 1, key a: " + err.details[0].reason)
+
+
+# -- a whole file: both forms, every problem, exact paths ---------------------------------------
+
+
+FILES = {
+    "toml": (
+        'host = "${HOST}"\n'
+        "[server]\n"
+        "port = ${SERVER_PORT}\n"
+        'url = "pg://${DB_HOST}/x"\n'
+        "tags = [${TAG:?set TAG}, 'b']\n"
+        "ok = ${PORT}\n"
+    ),
+    "json": (
+        '{"host": "${HOST}",\n'
+        ' "server": {\n'
+        '  "port": ${SERVER_PORT},\n'
+        '  "url": "pg://${DB_HOST}/x",\n'
+        '  "tags": [${TAG:?set TAG}, "b"],\n'
+        '  "ok": ${PORT}}}\n'
+    ),
+    "yaml": (
+        'host: "${HOST}"\n'
+        "server:\n"
+        "  port: ${SERVER_PORT}\n"
+        "  url: pg://${DB_HOST}/x\n"
+        "  tags:\n"
+        "    - ${TAG:?set TAG}\n"
+        "    - b\n"
+        "  ok: ${PORT}\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("fmt", ["toml", "json", "yaml"])
+def test_a_file_reports_every_problem_of_both_forms_with_its_path(fmt: str) -> None:
+    with pytest.raises(InterpolationError) as info:
+        expand_file(FILES[fmt].encode(), fmt, ENV)
+    err = info.value
+    tag_line = 6 if fmt == "yaml" else 5
+    assert err.problems == (
+        ("server.port", "line 3: " + err.details[0].reason),
+        ("server.tags[0]", f"line {tag_line}: required variable TAG is missing a value: set TAG"),
+        ("server.url", err.details[2].reason),
+    )
+    assert [p.variable for p in err.details] == ["SERVER_PORT", "TAG", "DB_HOST"]
+    assert err.partial == {"host": "db.local", "server": {"ok": 5432}}
+
+
+def test_a_file_without_problems_is_parsed_and_expanded() -> None:
+    text = 'port = ${MISSING:-${PORT}}\nurl = "pg://${HOST}/${MISSING-app}"\nesc = "$${X}"\n'
+    layer = expand_file(text.encode(), "toml", ENV)
+    assert layer == {"port": 5432, "url": "pg://db.local/app", "esc": "${X}"}
+    assert type(layer) is Section
+
+
+def test_a_placeholder_as_a_key_reports_the_template_problems_only() -> None:
+    text = '${KEY} = 1\nport = ${NOPE}\nurl = "${ALSO_NOPE}"\n'
+    with pytest.raises(InterpolationError) as info:
+        expand_file(text.encode(), "toml", ENV)
+    err = info.value
+    assert [p.variable for p in err.details] == ["KEY", "NOPE"]
+    assert err.partial is None
+
+
+def test_a_file_that_does_not_parse_is_a_parse_error() -> None:
+    with pytest.raises(ParseError):
+        expand_file(b'a = "${HOST}"\nb = [\n', "toml", ENV)
+
+
+def test_an_interpolation_error_survives_pickling() -> None:
+    import pickle
+
+    with pytest.raises(InterpolationError) as info:
+        expand_layer(freeze({"a": "${A}", "b": "${B:?x}"}), ENV)
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert (str(copy), copy.problems, copy.details) == (
+        str(info.value),
+        info.value.problems,
+        info.value.details,
+    )
+
+
+def test_an_interpolation_error_needs_a_problem() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        InterpolationError([])
+
+
+# -- docker compose's own vectors ------------------------------------------------------------
+# Translated from compose-go's template tests: FOO="first", BAR="" (set but empty), all else
+# unset. Compose's hooks for custom substitution functions have no counterpart here.
+
+COMPOSE_ENV = {"FOO": "first", "BAR": ""}
+
+COMPOSE_VALUES = [
+    # TestEscaped, TestSubstituteNoMatch, TestUnescaped
+    ("$${foo}", "${foo}"),
+    ("foo", "foo"),
+    ("a $ string", "a $ string"),
+    ("^REGEX$", "^REGEX$"),
+    ("$}", "$}"),
+    ("$", "$"),
+    # TestNoValueNoDefault (the set-but-empty half), TestValueNoDefault (the braced half)
+    ("This ${BAR} var", "This  var"),
+    ("This ${FOO} var", "This first var"),
+    # TestNoValueWithDefault, soft and hard defaults, TestNonAlphanumericDefault
+    ("ok ${missing:-def}", "ok def"),
+    ("ok ${missing-def}", "ok def"),
+    ("ok ${BAR:-def}", "ok def"),
+    ("ok ${FOO:-def}", "ok first"),
+    ("ok ${BAR-def}", "ok "),
+    ("ok ${BAR:-/non:-alphanumeric}", "ok /non:-alphanumeric"),
+    # TestPresentValue*
+    ("ok ${UNSET_VAR:+presence_value}", "ok "),
+    ("ok ${UNSET_VAR+presence_value}", "ok "),
+    ("ok ${FOO:+presence_value}", "ok presence_value"),
+    ("ok ${FOO+presence_value}", "ok presence_value"),
+    ("ok ${BAR+presence_value}", "ok presence_value"),
+    ("ok ${BAR:+presence_value}", "ok "),
+    # TestInterpolationExternalInterference
+    ("-ok ${BAR:-defaultValue}", "-ok defaultValue"),
+    ("+ok ${UNSET:-${BAR-defaultValue}}", "+ok "),
+    ("-ok ${FOO:-defaultValue}", "-ok first"),
+    (":-ok ${UNSET-defaultValue}", ":-ok defaultValue"),
+    (":-ok ${BAR-defaultValue}", ":-ok "),
+    (":?ok ${BAR-defaultValue}", ":?ok "),
+    (":?ok ${BAR:-defaultValue}", ":?ok defaultValue"),
+    (":+ok ${BAR:-defaultValue}", ":+ok defaultValue"),
+    ("+ok ${BAR-defaultValue}", "+ok "),
+    ("?ok ${BAR:-defaultValue}", "?ok defaultValue"),
+    # TestDefaultsWithNestedExpansion (the braced ones)
+    ("ok ${UNSET_VAR-${FOO}}", "ok first"),
+    ("ok ${UNSET_VAR-${FOO} ${FOO}}", "ok first first"),
+    ("ok ${BAR:-${FOO}}", "ok first"),
+    ("ok ${BAR:-${FOO} ${FOO}}", "ok first first"),
+    # TestDefaultsForMandatoryVariables
+    ("ok ${FOO:?err}", "ok first"),
+    ("ok ${FOO?err}", "ok first"),
+    ("ok ${BAR?err}", "ok "),
+    # TestPrecedence (the ones that give a value)
+    ("${UNSET_VAR-myerror?msg}", "myerror?msg"),
+    ("${FOO?bar-baz}", "first"),
+    ("${BAR:-default_value_for_empty_var}", "default_value_for_empty_var"),
+    ("${UNSET_VAR-default_value_for_unset_var}", "default_value_for_unset_var"),
+]
+
+COMPOSE_REQUIRED = [
+    # TestMandatoryVariableErrors, TestPrecedence (the error)
+    ("not ok ${UNSET_VAR:?Mandatory Variable Unset}", "UNSET_VAR", ": Mandatory Variable Unset"),
+    ("not ok ${BAR:?Mandatory Variable Empty}", "BAR", ": Mandatory Variable Empty"),
+    ("not ok ${UNSET_VAR:?}", "UNSET_VAR", ""),
+    ("not ok ${UNSET_VAR?Mandatory Variable Unset}", "UNSET_VAR", ": Mandatory Variable Unset"),
+    ("not ok ${UNSET_VAR?}", "UNSET_VAR", ""),
+    ("${UNSET_VAR?bar-baz}", "UNSET_VAR", ": bar-baz"),
+]
+
+COMPOSE_INVALID = ["${", "${}", "${ }", "${ foo}", "${foo }", "${foo!}"]  # TestInvalid
+
+# TestSubstitutionFunctionChoice: the operator compose picks for each placeholder body.
+COMPOSE_OPERATORS = [
+    ("VARNAME:?val?ue", ":?"),
+    ("VARNAME?val:?ue", "?"),
+    ("VARNAME?va-lu+e:?e", "?"),
+    ("VARNAME?va+lu-e:?e", "?"),
+    ("VARNAME:-value", ":-"),
+    ("VARNAME-va:-lu:?e", "-"),
+    ("VARNAME-va+lu?e", "-"),
+    ("VARNAME-va?lu+e", "-"),
+    ("VARNAME:+va:?lu:-e", ":+"),
+    ("VARNAME+va:+lue", "+"),
+    ("VARNAME+va?lu-e", "+"),
+    ("VARNAME+va-lu?e", "+"),
+]
+
+# Where we differ on purpose (see the module docstring): (template, compose's result, ours).
+COMPOSE_DIFFERENCES = [
+    # an unset variable without default is an error, not ""
+    ("This ${missing} var", "This  var", None),
+    # ``$FOO`` without braces is ordinary text
+    ("$FOO-bar", "first-bar", "$FOO-bar"),
+    ("This $FOO var", "This first var", "This $FOO var"),
+    ("ok ${UNSET_VAR-$FOO}", "ok first", "ok $FOO"),
+    ("ok ${BAR:-$FOO}", "ok first", "ok $FOO"),
+    ("ok ${BAR+$FOO}", "ok first", "ok $FOO"),
+    ("ok ${BAR+$FOO ${FOO:+second}}", "ok first second", "ok $FOO second"),
+]
+
+# TestMandatoryVariableErrorsWithNestedExpansion: compose expands the message (": Mandatory
+# Variable first"); ours shows it as written, so no environment value reaches an error.
+COMPOSE_NESTED_MESSAGES = [
+    "not ok ${UNSET_VAR:?Mandatory Variable ${FOO}}",
+    "not ok ${UNSET_VAR?Mandatory Variable ${FOO}}",
+]
+
+
+def whole_placeholder(text: str, expected: str) -> tuple[str, str] | None:
+    """The template-form counterpart of a string vector: ``prefix ${...}`` -> ``${...}``."""
+    prefix, mark, rest = text.partition("${")
+    if not mark or "$" in prefix or not expected.startswith(prefix):
+        return None
+    depth = 1
+    for i, char in enumerate(rest):
+        depth += rest.startswith("${", i) - (char == "}")
+        if depth == 0:
+            return (mark + rest, expected[len(prefix) :]) if i == len(rest) - 1 else None
+    return None
+
+
+COMPOSE_TEMPLATES = [
+    pair for text, expected in COMPOSE_VALUES if (pair := whole_placeholder(text, expected))
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), COMPOSE_VALUES)
+def test_compose_vectors_in_strings(text: str, expected: str) -> None:
+    assert expand(text, COMPOSE_ENV) == expected
+
+
+@pytest.mark.parametrize(("placeholder", "expected"), COMPOSE_TEMPLATES)
+@pytest.mark.parametrize("fmt", ["toml", "json", "yaml"])
+def test_compose_vectors_in_the_template_form(fmt: str, placeholder: str, expected: str) -> None:
+    document = {"toml": f"v = {placeholder}\n", "json": f'{{"v": {placeholder}}}'}.get(
+        fmt, f"v: {placeholder}\n"
+    )
+    parsed = parse_as(fmt, render(fmt, document, COMPOSE_ENV))
+    assert list(parsed) == ["v"]
+    assert expand(parsed["v"], {}) == expected
+
+
+def test_the_compose_template_vectors_cover_the_whole_value_cases() -> None:
+    assert len(COMPOSE_TEMPLATES) == 33
+
+
+@pytest.mark.parametrize(("text", "variable", "message"), COMPOSE_REQUIRED)
+def test_compose_required_vectors(text: str, variable: str, message: str) -> None:
+    expected = f"required variable {variable} is missing a value{message}"
+    with pytest.raises(InterpolationError) as info:
+        expand(text, COMPOSE_ENV)
+    assert (info.value.reason, info.value.variable) == (expected, variable)
+    placeholder = text.removeprefix("not ok ")
+    with pytest.raises(InterpolationError) as info:
+        render("toml", f"v = {placeholder}\n", COMPOSE_ENV)
+    assert (info.value.reason, info.value.line) == (expected, 1)
+
+
+@pytest.mark.parametrize("text", COMPOSE_INVALID)
+def test_compose_invalid_vectors(text: str) -> None:
+    with pytest.raises(InterpolationError, match=r"malformed|unterminated"):
+        expand(text, COMPOSE_ENV)
+    with pytest.raises(InterpolationError, match=r"malformed|unterminated") as info:
+        render("toml", f"v = {text}\n", COMPOSE_ENV)
+    assert info.value.line == 1
+
+
+@pytest.mark.parametrize(("body", "operator"), COMPOSE_OPERATORS)
+def test_compose_operator_choice(body: str, operator: str) -> None:
+    """Check the operator by what it does: unset, empty and set, with the rest as argument."""
+    rest = body[len("VARNAME") + len(operator) :]
+    for environ in ({}, {"VARNAME": ""}, {"VARNAME": "v"}):
+        value = environ.get("VARNAME")
+        wanted = bool(value) if operator.startswith(":") else value is not None
+        if operator in (":?", "?") and not wanted:
+            with pytest.raises(InterpolationError) as info:
+                expand(f"${{{body}}}", environ)
+            assert info.value.reason.endswith(f"missing a value: {rest}")
+            continue
+        if operator in (":+", "+"):
+            expected = rest if wanted else ""
+        else:
+            expected = value if wanted else rest
+        assert expand(f"${{{body}}}", environ) == expected
+
+
+@pytest.mark.parametrize(("text", "compose", "ours"), COMPOSE_DIFFERENCES)
+def test_where_we_differ_from_compose(text: str, compose: str, ours: str | None) -> None:
+    if ours is None:
+        with pytest.raises(InterpolationError, match="is not set"):
+            expand(text, COMPOSE_ENV)
+    else:
+        assert expand(text, COMPOSE_ENV) == ours != compose
+
+
+@pytest.mark.parametrize("text", COMPOSE_NESTED_MESSAGES)
+def test_a_required_message_is_shown_as_written(text: str) -> None:
+    with pytest.raises(InterpolationError) as info:
+        expand(text, COMPOSE_ENV)
+    assert info.value.reason == (
+        "required variable UNSET_VAR is missing a value: Mandatory Variable ${FOO}"
+    )
+    assert "first" not in str(info.value)
