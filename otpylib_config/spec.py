@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from otpylib_config.environment import Environment
 from otpylib_config.redact import DEFAULT_SECRET_PATTERNS
 from otpylib_config.sources.base import Source
 from otpylib_config.sources.runtime import RuntimeSource
@@ -30,11 +31,18 @@ class ConfigSpec:
     tree's root). ``stop_timeout``: how long stopping waits for a process or a callback
     task before it gives up on it and says so.
 
-    ``profile`` fills ``{profile}`` in file paths; if ``None`` it is read from the environment
-    variable named ``profile_env``. ``schema`` (a pydantic model or a callable that raises)
-    and ``validators`` (glob pattern -> callable, dataclass or pydantic model) check the
-    merged configuration before anything is published. ``watch_debounce``: seconds a file
-    must be quiet after an event before it is reloaded.
+    ``profile`` fills ``{profile}`` in file paths; if ``None`` it is read from the variable
+    named ``profile_env``, in the tree's environment (below). ``schema`` (a pydantic model
+    or a callable that raises) and ``validators`` (glob pattern -> callable, dataclass or
+    pydantic model) check the merged configuration before anything is published.
+    ``watch_debounce``: seconds a file must be quiet after an event before it is reloaded.
+
+    ``env_file`` (``".env"``): a dotenv file under the process's variables (which win), read
+    on every load. The environment that gives is what every ``EnvironmentSource``, every
+    file's ``${VAR}`` placeholders and ``profile_env`` see; a source's own ``env_file=`` or
+    ``environ=`` replaces a part of it for that source. A missing file is an error unless
+    ``env_file_optional``. ``strict_env``: with a pydantic ``schema``, a variable that maps
+    to no field fails the load instead of being reported as a warning.
 
     ``secret_patterns``: which paths are redacted in every output (``get`` is not). A word
     (``"token"``, ``"private_key"``) makes secret every name that ends in it once split at
@@ -57,12 +65,21 @@ class ConfigSpec:
     validators: Mapping[str, Any] = field(default_factory=dict)
     watch_debounce: float = DEFAULT_DEBOUNCE
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
+    env_file: str | os.PathLike[str] | None = None
+    env_file_optional: bool = False
+    strict_env: bool = False
     runtime: RuntimeSource = field(init=False)
 
-    def resolved_profile(self) -> str | None:
+    def resolved_profile(self, variables: Mapping[str, str] | None = None) -> str | None:
+        """``profile``, else the value of ``profile_env`` in ``variables``: the tree's
+        environment, which by default is read here (the process's variables over
+        ``env_file``), so a ``.env`` can pick the profile. ``None`` if neither gives one.
+        Raises :class:`~otpylib_config.environment.EnvFileError` for a bad ``env_file``."""
         if self.profile is not None or self.profile_env is None:
             return self.profile
-        return os.environ.get(self.profile_env) or None
+        if variables is None:
+            variables = Environment(self.env_file, optional=self.env_file_optional).variables()
+        return variables.get(self.profile_env) or None
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id or "." in self.id:

@@ -24,8 +24,11 @@ from typing import Any
 from otpylib import process
 
 from otpylib_config import _otp_compat, telemetry
+from otpylib_config.environment import EnvFileError, Environment
+from otpylib_config.errors import SourceError
 from otpylib_config.persistence import Persistence
 from otpylib_config.redact import Redactor, mask_url_passwords
+from otpylib_config.schema_shape import shape_of
 from otpylib_config.snapshot import Snapshot
 from otpylib_config.sources.base import Source, SourceContext
 from otpylib_config.sources.runtime import Overrides
@@ -52,11 +55,30 @@ class SourceState:
     last_error: str | None = None
     last_error_at: float | None = None
     reading_seq: int = 0  # the newest reading applied to this source
+    warnings: tuple[str, ...] = ()
+    """What the source reported with its layer in use (unknown variables); not errors."""
 
     def succeeded(self, layer: Section) -> None:
         self.layer = layer
         self.last_success = time.time()
         self.last_error = None
+        self._take_warnings()
+
+    def _take_warnings(self) -> None:
+        """Adopt the warnings the source reported with the layer just committed (a source
+        says so in a ``warnings`` attribute); each new one is logged and emitted once, and
+        again only after it went away and came back: a timer reload does not repeat it."""
+        reported = getattr(self.source, "warnings", ())
+        fresh = tuple(str(w) for w in reported) if isinstance(reported, tuple | list) else ()
+        for warning in fresh:
+            if warning not in self.warnings:
+                logger.warning("config source %s: %s", self.source.name, warning)
+                telemetry.execute(
+                    telemetry.SOURCE_WARNING,
+                    {"count": 1},
+                    {"source": self.source.name, "warning": warning},
+                )
+        self.warnings = fresh
 
     def failed(self, error: str) -> None:
         self.last_error = error
@@ -72,6 +94,9 @@ class SourceStatus:
     last_error: str | None
     last_error_at: float | None
     age_s: float | None  # seconds since the last successful load
+    warnings: tuple[str, ...] = ()
+    """What the source reports with the layer in use, such as variables that map to no
+    field of the schema; a source with warnings is still healthy."""
 
 
 @dataclass(eq=False)
@@ -142,6 +167,7 @@ class ConfigTable:
     persistence: Persistence = field(init=False)
     last_validation_error: str | None = None
     profile: str | None = field(init=False)
+    environment: Environment = field(init=False)
     overrides: Overrides = field(default_factory=Overrides)
     base: Section = field(
         default_factory=lambda: EMPTY
@@ -165,7 +191,8 @@ class ConfigTable:
         self.redactor = Redactor(self.spec.secret_patterns)
         self.validator = Validator(self.spec.schema, self.spec.validators)
         self.persistence = Persistence(self.spec.runtime.path)
-        self.profile = self.spec.resolved_profile()
+        self.environment = Environment(self.spec.env_file, optional=self.spec.env_file_optional)
+        self.profile = self.spec.profile  # resolved from the environment in configure_sources
 
     def record_failure(
         self, state: SourceState, error: str, *, stage: str, duration: float = 0.0
@@ -240,9 +267,34 @@ class ConfigTable:
         return f"{self.supervisor_name}.{role}"
 
     def configure_sources(self) -> None:
-        context = SourceContext(profile=self.profile, watch_debounce=self.spec.watch_debounce)
+        """Tell the sources what the tree gives them all, before the first load: the one
+        environment, the profile read from it, and the schema's shape."""
+        self.profile = self._resolve_profile()
+        spec = self.spec
+        if spec.profile_env is not None:
+            profile_env = spec.profile_env
+            self.environment.claim(self, lambda name: name == profile_env)
+        context = SourceContext(
+            profile=self.profile,
+            watch_debounce=spec.watch_debounce,
+            environment=self.environment,
+            shape=shape_of(spec.schema),
+            profile_env=spec.profile_env,
+            strict_env=spec.strict_env,
+        )
         for state in self.sources.values():
             state.source.configure(context)
+
+    def _resolve_profile(self) -> str | None:
+        """The profile, from the tree's environment (so ``.env`` can choose it); a bad
+        ``env_file`` fails the start here, before any source loads."""
+        spec = self.spec
+        if spec.profile is not None or spec.profile_env is None:
+            return spec.profile
+        try:
+            return spec.resolved_profile(self.environment.variables())
+        except EnvFileError as exc:
+            raise SourceError("environment", f"cannot read {spec.profile_env}: {exc}") from None
 
     @property
     def manager_name(self) -> str:
@@ -310,4 +362,5 @@ def _source_status(state: SourceState, now: float) -> SourceStatus:
         last_error=state.last_error,
         last_error_at=state.last_error_at,
         age_s=None if state.last_success is None else now - state.last_success,
+        warnings=state.warnings,
     )

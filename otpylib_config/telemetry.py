@@ -14,6 +14,8 @@ Events emitted by otpylib-config (measurements in brackets, then metadata keys):
 ``config.reload.exception``   [duration_s]  reason, kind, error
 ``config.source.loaded``      [duration_s, keys]  source
 ``config.source.error``       [duration_s]  source, error, stage (load, watch, restore)
+``config.source.warning``     [count=1]  source, warning (such as a variable that maps to no
+                              field of the schema; once per warning while it lasts)
 ``config.subscriber_error``   [count=1]  pattern, path, error
 ``config.validation_failed``  [problems]  reason, problems
 ``config.manager.restarted``  [restarts]  id
@@ -40,6 +42,7 @@ RELOAD_STOP = "config.reload.stop"
 RELOAD_EXCEPTION = "config.reload.exception"
 SOURCE_LOADED = "config.source.loaded"
 SOURCE_ERROR = "config.source.error"
+SOURCE_WARNING = "config.source.warning"
 SUBSCRIBER_ERROR = "config.subscriber_error"
 VALIDATION_FAILED = "config.validation_failed"
 MANAGER_RESTARTED = "config.manager.restarted"

@@ -9,12 +9,16 @@ import asyncio
 import json
 from pathlib import Path
 
+import pydantic
 import pytest
 
-from otpylib_config import ConsulSource
+from otpylib_config import Config, ConsulSource
 from otpylib_config.errors import SourceError
+from otpylib_config.schema_shape import shape_of
+from otpylib_config.sources.base import SourceContext
 from otpylib_config.values import thaw
 
+from .conftest import StartTree
 from .consul_server import ConsulServer, FaultKind, consul_server_fixture
 
 consul = consul_server_fixture()
@@ -296,3 +300,46 @@ async def test_document_mode_explains_every_path_with_the_key(consul: ConsulServ
     await load_and_accept(kv)
 
     assert kv.origin(("server", "port")) == f"consul:myapp/config.toml (ModifyIndex {index})"
+
+
+# -- with a schema: text where the schema wants text ------------------------------------------
+
+
+class _Database(pydantic.BaseModel):
+    password: str = ""
+    pool_size: int = 5
+
+
+class _Settings(pydantic.BaseModel):
+    api_key: str = ""
+    debug: bool = False
+    database: _Database = _Database()
+
+
+async def test_values_stay_text_where_the_schema_wants_a_string(consul: ConsulServer) -> None:
+    consul.put("myapp/config/api_key", "12345678901234567890")
+    consul.put("myapp/config/debug", "true")
+    consul.put("myapp/config/database/password", "True")
+    consul.put("myapp/config/database/pool_size", "20")
+    consul.put("myapp/config/other", "7")  # no field: coerced as without a schema
+    kv = source(consul)
+    kv.configure(SourceContext(shape=shape_of(_Settings)))
+
+    assert thaw(await kv.load()) == {
+        "api_key": "12345678901234567890",
+        "debug": True,
+        "database": {"password": "True", "pool_size": 20},
+        "other": 7,
+    }
+
+
+async def test_a_tree_hands_consul_text_to_its_schema(
+    consul: ConsulServer, start_tree: StartTree
+) -> None:
+    consul.put("myapp/config/api_key", '{"a": 1}')
+    consul.put("myapp/config/debug", "no")
+    await start_tree(sources=[source(consul)], schema=_Settings)
+
+    model = Config.model()
+    assert model.api_key == '{"a": 1}'
+    assert model.debug is False

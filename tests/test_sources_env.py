@@ -1,15 +1,23 @@
-"""Specification of EnvironmentSource: environment variables as a layer (DESIGN §5)."""
+"""Specification of EnvironmentSource: environment variables (and .env files) as a layer."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
+import pydantic
 import pytest
 
+from otpylib_config import Config, telemetry
+from otpylib_config.environment import Environment
 from otpylib_config.errors import InvalidPathError, SourceError
+from otpylib_config.schema_shape import shape_of
+from otpylib_config.sources.base import SourceContext
 from otpylib_config.sources.env import EnvironmentSource, coerce
+from otpylib_config.sources.file import FileSource
 from otpylib_config.values import Section
+
+from .conftest import StartTree
 
 
 async def load(environ: dict[str, str], prefix: str = "APP_", **options: Any) -> Section:
@@ -39,8 +47,13 @@ async def test_deep_nesting() -> None:
 
 
 async def test_variables_without_the_prefix_are_ignored() -> None:
-    environ = {"APP_X": "1", "PATH": "/bin", "HOME": "/root", "APPLE": "1", "app_y": "2"}
+    environ = {"APP_X": "1", "PATH": "/bin", "HOME": "/root", "APPLE": "1", "APPX_Y": "2"}
     assert await load(environ) == {"x": 1}
+
+
+async def test_the_prefix_matches_whatever_its_case() -> None:
+    assert await load({"app_x": "1", "App_Db__Url": "u"}) == {"x": 1, "db": {"url": "u"}}
+    assert await load({"APP_X": "1"}, prefix="app_") == {"x": 1}
 
 
 async def test_the_bare_prefix_is_ignored() -> None:
@@ -223,7 +236,7 @@ async def test_a_variable_whose_name_has_glob_characters_is_a_source_error() -> 
         await load({"APP_X*": "1"})
 
 
-def test_a_prefix_or_a_mapping_is_required() -> None:
+def test_a_prefix_a_mapping_or_flat_is_required() -> None:
     with pytest.raises(ValueError, match="prefix or a mapping"):
         EnvironmentSource()
     with pytest.raises(ValueError):
@@ -239,6 +252,7 @@ def test_name_defaults_to_the_prefix_or_the_mapped_variables() -> None:
     assert EnvironmentSource("APP_").name == "env:APP_"
     assert EnvironmentSource(mapping={"A": "a", "B": "b"}).name == "env:A,B"
     assert EnvironmentSource("APP_", name="env").name == "env"
+    assert EnvironmentSource(flat=True).name == "env:flat"
 
 
 def test_environment_source_is_required_by_default() -> None:
@@ -271,6 +285,323 @@ async def test_env_file_is_reread_on_every_load(tmp_path: Any) -> None:
     assert await source.load() == {"x": 2}
 
 
-async def test_a_missing_env_file_is_an_empty_addition(tmp_path: Any) -> None:
+async def test_a_missing_named_env_file_is_an_error(tmp_path: Any) -> None:
     source = EnvironmentSource("APP_", env_file=tmp_path / ".env", environ={"APP_X": "1"})
+    with pytest.raises(SourceError, match="env file not found") as info:
+        await source.load()
+    assert str(tmp_path / ".env") in str(info.value)
+    assert "env_file_optional=True" in str(info.value)
+
+
+async def test_a_missing_optional_env_file_is_an_empty_addition(tmp_path: Any) -> None:
+    source = EnvironmentSource(
+        "APP_", env_file=tmp_path / ".env", env_file_optional=True, environ={"APP_X": "1"}
+    )
     assert await source.load() == {"x": 1}
+
+
+async def test_an_unparsable_env_file_line_is_an_error_naming_the_file_and_line(
+    tmp_path: Any,
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text('APP_A=1\n# a comment\nAPP_B="unterminated\nAPP_C=3\n')
+    source = EnvironmentSource("APP_", env_file=env_file, environ={})
+    with pytest.raises(SourceError) as info:
+        await source.load()
+    assert f"{env_file}: line 3:" in str(info.value)
+    assert info.value.source == "env:APP_"
+
+
+async def test_a_source_env_file_replaces_the_trees(tmp_path: Any) -> None:
+    tree_file, own_file = tmp_path / "tree.env", tmp_path / "own.env"
+    tree_file.write_text("APP_A=tree\nAPP_B=tree\n")
+    own_file.write_text("APP_B=own\n")
+    context = SourceContext(environment=Environment(tree_file, environ={"APP_C": "process"}))
+    inherits = EnvironmentSource("APP_", name="inherits")
+    own = EnvironmentSource("APP_", env_file=own_file, name="own")
+    seam = EnvironmentSource("APP_", environ={"APP_D": "seam"}, name="seam")
+    for source in (inherits, own, seam):
+        source.configure(context)
+
+    assert await inherits.load() == {"a": "tree", "b": "tree", "c": "process"}
+    assert await own.load() == {"b": "own", "c": "process"}
+    assert await seam.load() == {"a": "tree", "b": "tree", "d": "seam"}
+
+
+# -- with a schema: coercion by field type ----------------------------------------------------
+
+
+class Redis(pydantic.BaseModel):
+    url: str = ""
+    db: int = 0
+
+
+class Settings(pydantic.BaseModel):
+    secret_key: str = ""
+    port: int = 8000
+    debug: bool = False
+    ratio: float = 1.0
+    hosts: list[str] = []
+    maybe: str | None = None
+    redis: Redis = Redis()
+    log_level: str = "info"
+
+
+def configured(source: EnvironmentSource, schema: Any = Settings, **context: Any) -> Any:
+    source.configure(SourceContext(shape=shape_of(schema), **context))
+    return source
+
+
+async def schema_load(environ: dict[str, str], **options: Any) -> Section:
+    options.setdefault("prefix", "APP_")
+    return await configured(EnvironmentSource(environ=environ, **options)).load()
+
+
+@pytest.mark.parametrize("text", ["12345678901234567890", "True", '{"a": 1}', "[1, 2", "08"])
+async def test_a_string_field_gets_the_text_unchanged(text: str) -> None:
+    layer = await schema_load({"APP_SECRET_KEY": text, "APP_MAYBE": text})
+    assert layer == {"secret_key": text, "maybe": text}
+
+
+async def test_other_fields_are_coerced_as_without_a_schema() -> None:
+    layer = await schema_load(
+        {"APP_PORT": "8001", "APP_DEBUG": "no", "APP_RATIO": "2.5", "APP_HOSTS": '["a", "b"]'}
+    )
+    assert layer == {"port": 8001, "debug": "no", "ratio": 2.5, "hosts": ("a", "b")}
+    assert type(layer["port"]) is int
+
+
+async def test_nested_fields_follow_the_schema_too() -> None:
+    layer = await schema_load({"APP_REDIS__URL": "1234", "APP_REDIS__DB": "2"})
+    assert layer == {"redis": {"url": "1234", "db": 2}}
+
+
+async def test_segments_take_the_schemas_spelling() -> None:
+    class Camel(pydantic.BaseModel):
+        apiKey: str = ""
+
+    source = configured(EnvironmentSource("APP_", environ={"APP_APIKEY": "123"}), Camel)
+    assert await source.load() == {"apiKey": "123"}
+
+
+async def test_a_callable_schema_gives_today_s_coercion() -> None:
+    source = EnvironmentSource("APP_", environ={"APP_SECRET_KEY": "123"})
+    source.configure(SourceContext(shape=shape_of(lambda tree: tree)))
+    assert await source.load() == {"secret_key": 123}
+
+
+# -- with a schema: flat names ------------------------------------------------------------------
+
+
+async def test_flat_names_map_to_the_schema_leaves_without_a_mapping() -> None:
+    environ = {"REDIS_URL": "redis://r", "REDIS_DB": "3", "LOG_LEVEL": "debug", "PATH": "/bin"}
+    layer = await schema_load(environ, prefix="", flat=True)
+    assert layer == {"redis": {"url": "redis://r", "db": 3}, "log_level": "debug"}
+
+
+async def test_flat_names_match_whatever_their_case_and_nested_names_work_too() -> None:
+    layer = await schema_load({"secret_key": "s", "Redis__Db": "1"}, prefix="", flat=True)
+    assert layer == {"secret_key": "s", "redis": {"db": 1}}
+
+
+async def test_flat_names_after_a_prefix() -> None:
+    layer = await schema_load({"APP_REDIS_URL": "u", "APP_PORT": "1"}, flat=True)
+    assert layer == {"redis": {"url": "u"}, "port": 1}
+
+
+async def test_a_mapping_wins_over_a_flat_name() -> None:
+    layer = await schema_load(
+        {"REDIS_URL": "u"}, prefix="", flat=True, mapping={"REDIS_URL": "secret_key"}
+    )
+    assert layer == {"secret_key": "u"}
+
+
+async def test_a_flat_name_that_matches_two_leaves_is_an_error_naming_both() -> None:
+    class Both(pydantic.BaseModel):
+        redis_url: str = ""
+        redis: Redis = Redis()
+
+    source = configured(EnvironmentSource(flat=True, environ={"REDIS_URL": "u"}), Both)
+    with pytest.raises(SourceError) as info:
+        await source.load()
+    assert "$REDIS_URL" in str(info.value)
+    assert "redis.url" in str(info.value) and "redis_url" in str(info.value)
+
+
+async def test_flat_needs_a_schema() -> None:
+    source = EnvironmentSource(flat=True, environ={"X": "1"})
+    with pytest.raises(SourceError, match="schema"):
+        await source.load()
+
+
+async def test_many_flat_options_in_sections_need_no_mapping(tmp_path: Any) -> None:
+    sections = {f"section{i}": {f"option{j}": (int, 0) for j in range(7)} for i in range(16)}
+    models = {
+        name: (pydantic.create_model(name.title(), **fields), ...)  # type: ignore[call-overload]
+        for name, fields in sections.items()
+    }
+    schema = pydantic.create_model("Big", **models)  # type: ignore[call-overload]
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "".join(f"SECTION{i}_OPTION{j}={i * j}\n" for i in range(16) for j in range(7))
+    )
+    source = configured(EnvironmentSource(flat=True, env_file=env_file, environ={}), schema)
+
+    layer = await source.load()
+
+    assert sum(len(section) for section in layer.values()) == 112
+    assert layer["section15"]["option6"] == 90
+    assert source.warnings == ()
+
+
+# -- with a schema: unknown variables -----------------------------------------------------------
+
+
+async def test_a_prefixed_variable_that_maps_to_no_field_is_a_warning() -> None:
+    source = configured(EnvironmentSource("APP_", environ={"APP_PORTT": "1", "APP_PORT": "2"}))
+    layer = await source.load()
+    assert layer == {"portt": 1, "port": 2}  # still taken: the schema decides
+    (warning,) = source.warnings
+    assert "$APP_PORTT" in warning and "no field" in warning
+    assert "did you mean port?" in warning
+
+
+async def test_a_stray_env_file_variable_of_a_flat_source_is_a_warning(tmp_path: Any) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("REDIS_URL=u\nREDIS_URLL=v\n")
+    source = configured(EnvironmentSource(flat=True, env_file=env_file, environ={"UNRELATED": "x"}))
+    assert await source.load() == {"redis": {"url": "u"}}
+    (warning,) = source.warnings
+    assert "$REDIS_URLL" in warning and str(env_file) in warning
+    assert "did you mean $REDIS_URL?" in warning
+
+
+async def test_a_mapped_variable_whose_path_is_no_field_is_a_warning() -> None:
+    source = configured(EnvironmentSource(mapping={"JWT": "auth.jwt_secret"}, environ={"JWT": "s"}))
+    assert await source.load() == {"auth": {"jwt_secret": "s"}}
+    assert "$JWT is mapped to auth.jwt_secret" in source.warnings[0]
+
+
+async def test_strict_makes_an_unknown_variable_an_error() -> None:
+    source = configured(EnvironmentSource("APP_", strict=True, environ={"APP_PORTT": "1"}))
+    with pytest.raises(SourceError, match=r"\$APP_PORTT"):
+        await source.load()
+    tree_strict = configured(EnvironmentSource("APP_", environ={"APP_PORTT": "1"}), strict_env=True)
+    with pytest.raises(SourceError, match=r"\$APP_PORTT"):
+        await tree_strict.load()
+    lenient = EnvironmentSource("APP_", strict=False, environ={"APP_PORTT": "1"})
+    assert await configured(lenient, strict_env=True).load() == {"portt": 1}
+
+
+async def test_variables_the_tree_uses_elsewhere_are_not_reported(tmp_path: Any) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("JWT_SECRET=s\nCONFIG_PROFILE=dev\nAPP_PORT=1\nTYPO=1\n")
+    config = tmp_path / "config.toml"
+    config.write_text('secret_key = "${JWT_SECRET}"\n')
+    environment = Environment(env_file, environ={})
+    environment.claim("profile", lambda name: name == "CONFIG_PROFILE")
+    context = SourceContext(environment=environment, shape=shape_of(Settings), strict_env=True)
+    flat = EnvironmentSource(flat=True, name="flat", strict=False)
+    prefixed = EnvironmentSource("APP_", name="prefixed")
+    file = FileSource(config)
+    for source in (flat, prefixed, file):
+        source.configure(context)
+
+    await flat.load()
+    assert len(flat.warnings) == 1 and "$TYPO" in flat.warnings[0]
+    assert await prefixed.load() == {"port": 1}
+    assert await file.load() == {"secret_key": "s"}  # the placeholder sees .env
+
+
+async def test_without_a_schema_nothing_is_reported(tmp_path: Any) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("TYPO=1\n")
+    source = EnvironmentSource("APP_", env_file=env_file, environ={"APP_PORTT": "1"})
+    await source.load()
+    assert source.warnings == ()
+
+
+# -- in a tree ------------------------------------------------------------------------------------
+
+
+class Service(pydantic.BaseModel):
+    secret_key: str
+    token: str = ""
+    port: int = 8000
+    debug: bool = True
+    redis: Redis = Redis()
+
+
+@pytest.mark.parametrize("secret", ["12345678901234567890", "True", '{"a": 1}'])
+async def test_the_schema_decides_the_types_in_a_tree(start_tree: StartTree, secret: str) -> None:
+    environ = {"APP_SECRET_KEY": secret, "APP_PORT": "8001", "APP_DEBUG": "no"}
+    await start_tree(sources=[EnvironmentSource("APP_", environ=environ)], schema=Service)
+
+    model = Config.model()
+    assert model.secret_key == secret
+    assert model.port == 8001
+    assert model.debug is False
+
+
+async def test_flat_names_from_the_env_file_in_a_tree(
+    start_tree: StartTree, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("SECRET_KEY", "REDIS_URL", "REDIS_DB", "PORT"):
+        monkeypatch.delenv(name, raising=False)
+    env_file = tmp_path / ".env"
+    env_file.write_text("SECRET_KEY=0123\nREDIS_URL=redis://r\nREDIS_DB=2\nPORT=08001\n")
+    await start_tree(sources=[EnvironmentSource(flat=True)], env_file=env_file, schema=Service)
+
+    model = Config.model()
+    assert (model.secret_key, model.redis.url, model.redis.db) == ("0123", "redis://r", 2)
+    assert model.port == 8001  # "08001": pydantic's int parsing, not a guess
+
+
+async def test_an_unknown_variable_is_a_warning_in_status_telemetry_and_log(
+    start_tree: StartTree, caplog: pytest.LogCaptureFixture
+) -> None:
+    environ = {"APP_SECRET_KEY": "s", "APP_TOKEN_": "t"}
+    with telemetry.capture_events(telemetry.SOURCE_WARNING) as events:
+        await start_tree(sources=[EnvironmentSource("APP_", environ=environ)], schema=Service)
+        await Config.reload()  # the same warning again: not repeated
+
+    (source,) = (await Config.status()).sources
+    (warning,) = source.warnings
+    assert "$APP_TOKEN_" in warning and "did you mean token?" in warning
+    assert source.healthy
+    assert [e.metadata for e in events] == [{"source": "env:APP_", "warning": warning}]
+    assert [r.getMessage() for r in caplog.records if "APP_TOKEN_" in r.getMessage()] == [
+        f"config source env:APP_: {warning}"
+    ]
+
+    del environ["APP_TOKEN_"]
+    await Config.reload()
+    assert (await Config.status()).sources[0].warnings == ()
+
+
+async def test_strict_env_fails_the_start_on_an_unknown_variable(start_tree: StartTree) -> None:
+    environ = {"APP_SECRET_KEY": "s", "APP_SECRET_KEYY": "t"}
+    with pytest.raises(SourceError, match=r"\$APP_SECRET_KEYY"):
+        await start_tree(
+            sources=[EnvironmentSource("APP_", environ=environ)], schema=Service, strict_env=True
+        )
+
+
+async def test_a_stray_env_file_line_is_reported_but_placeholders_and_profile_are_not(
+    start_tree: StartTree, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("SECRET_KEY", "JWT_SECRET", "CONFIG_PROFILE", "JWT_SECRET_KEYY"):
+        monkeypatch.delenv(name, raising=False)
+    env_file = tmp_path / ".env"
+    env_file.write_text("SECRET_KEY=k\nJWT_SECRET=j\nCONFIG_PROFILE=dev\nJWT_SECRET_KEYY=x\n")
+    config = tmp_path / "config.toml"
+    config.write_text('token = "${JWT_SECRET}"\n')
+    await start_tree(
+        sources=[FileSource(config), EnvironmentSource(flat=True)],
+        env_file=env_file,
+        schema=Service,
+    )
+
+    assert Config.model().token == "j"
+    warnings = [w for s in (await Config.status()).sources for w in s.warnings]
+    assert len(warnings) == 1 and "$JWT_SECRET_KEYY" in warnings[0]

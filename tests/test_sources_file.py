@@ -15,7 +15,7 @@ from otpylib_config.sources.base import NotReady
 from otpylib_config.sources.file import FileSource
 from otpylib_config.values import Section
 
-from .conftest import eventually
+from .conftest import StartTree, eventually
 
 TIMEOUT = 5.0
 
@@ -266,12 +266,27 @@ async def test_profile_fills_the_path(tmp_path: Path) -> None:
     assert source.path == tmp_path / "config.dev.toml"
 
 
-def test_a_profile_path_without_a_profile_is_an_error(tmp_path: Path) -> None:
+def test_a_required_profile_file_without_a_profile_names_what_to_set(tmp_path: Path) -> None:
     from otpylib_config.sources.base import SourceContext
 
     source = FileSource(tmp_path / "config.{profile}.toml")
-    with pytest.raises(SourceError, match=r"needs a profile"):
-        source.configure(SourceContext(profile=None))
+    with pytest.raises(SourceError, match=r"needs a profile") as info:
+        source.configure(SourceContext(profile=None, profile_env="APP_PROFILE"))
+    assert "APP_PROFILE" in str(info.value)
+    assert "ConfigSpec(profile=...)" in str(info.value)
+
+
+async def test_an_optional_profile_file_without_a_profile_is_an_empty_layer(
+    tmp_path: Path,
+) -> None:
+    from otpylib_config.sources.base import SourceContext
+
+    (tmp_path / "config.dev.toml").write_text("debug = true\n")
+    source = FileSource(tmp_path / "config.{profile}.toml", optional=True)
+    source.configure(SourceContext(profile=None))
+
+    assert await source.load() == {}
+    assert not source.pushes  # nothing to watch until a profile is set
 
 
 def test_the_profile_comes_from_the_spec_or_its_environment_variable(
@@ -284,6 +299,77 @@ def test_the_profile_comes_from_the_spec_or_its_environment_variable(
     assert ConfigSpec(profile="dev", profile_env="APP_PROFILE").resolved_profile() == "dev"
     monkeypatch.delenv("APP_PROFILE")
     assert ConfigSpec(profile_env="APP_PROFILE").resolved_profile() is None
+    assert ConfigSpec(profile_env="APP_PROFILE").resolved_profile({"APP_PROFILE": "qa"}) == "qa"
+
+
+def test_the_profile_can_come_from_the_env_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from otpylib_config import ConfigSpec
+
+    monkeypatch.delenv("APP_PROFILE", raising=False)
+    (tmp_path / ".env").write_text("APP_PROFILE=dev\n")
+    spec = ConfigSpec(profile_env="APP_PROFILE", env_file=tmp_path / ".env")
+    assert spec.resolved_profile() == "dev"
+    monkeypatch.setenv("APP_PROFILE", "prod")  # the process wins
+    assert spec.resolved_profile() == "prod"
+
+
+def _profile_tree(tmp_path: Path) -> list[FileSource]:
+    (tmp_path / "config.toml").write_text("debug = false\nname = 'base'\n")
+    (tmp_path / "config.dev.toml").write_text("debug = true\n")
+    return [
+        FileSource(tmp_path / "config.toml"),
+        FileSource(tmp_path / "config.{profile}.toml", optional=True),
+    ]
+
+
+async def test_a_tree_takes_its_profile_from_the_env_file(
+    start_tree: StartTree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from otpylib_config import Config
+
+    monkeypatch.delenv("CONFIG_PROFILE", raising=False)
+    (tmp_path / ".env").write_text("CONFIG_PROFILE=dev\n")
+    await start_tree(sources=_profile_tree(tmp_path), env_file=tmp_path / ".env")
+
+    assert await Config.get("debug") is True  # config.dev.toml
+    assert await Config.get("name") == "base"
+    assert (await Config.status()).profile == "dev"
+
+
+async def test_a_tree_without_a_profile_starts_with_its_optional_profile_file_empty(
+    start_tree: StartTree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from otpylib_config import Config
+
+    monkeypatch.delenv("CONFIG_PROFILE", raising=False)
+    await start_tree(sources=_profile_tree(tmp_path))
+
+    assert await Config.get("debug") is False
+    status = await Config.status()
+    assert status.profile is None
+    assert status.healthy
+
+
+async def test_a_tree_with_a_required_profile_file_and_no_profile_fails_naming_the_variable(
+    start_tree: StartTree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CONFIG_PROFILE", raising=False)
+    with pytest.raises(SourceError, match="CONFIG_PROFILE"):
+        await start_tree(sources=[FileSource(tmp_path / "config.{profile}.toml")])
+
+
+async def test_a_bad_env_file_fails_the_start_when_it_would_pick_the_profile(
+    start_tree: StartTree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CONFIG_PROFILE", raising=False)
+    env_file = tmp_path / ".env"
+    env_file.write_text("A=1\nthis is not a statement\n")
+    with pytest.raises(SourceError) as info:
+        await start_tree(sources=_profile_tree(tmp_path), env_file=env_file)
+    assert str(env_file) in str(info.value)
+    assert "line 2" in str(info.value)
 
 
 def test_secret_and_watch_flags(tmp_path: Path) -> None:

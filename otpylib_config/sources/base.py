@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from otpylib_config.environment import Environment
 from otpylib_config.paths import Path
+from otpylib_config.schema_shape import SchemaShape
 from otpylib_config.values import Section
 from otpylib_config.watcher import DEFAULT_DEBOUNCE
 
@@ -24,6 +26,17 @@ class SourceContext:
     profile: str | None = None
     watch_debounce: float = DEFAULT_DEBOUNCE
     """Seconds a watched file must be quiet after an event before it counts as changed."""
+    environment: Environment = field(default_factory=Environment)
+    """The tree's variables (the process's over ``ConfigSpec.env_file``), which every
+    source that reads variables reads, and where each says which names it uses."""
+    shape: SchemaShape | None = None
+    """What the schema expects at each path (``None``: no pydantic model), so that values
+    from text can be handed over as text where the schema wants a string."""
+    profile_env: str | None = "CONFIG_PROFILE"
+    """The variable the profile comes from, for messages that say what to set."""
+    strict_env: bool = False
+    """``ConfigSpec.strict_env``: a variable that maps to no field is an error, not a
+    warning (for sources that do not say otherwise)."""
 
 
 class NotReady(Exception):

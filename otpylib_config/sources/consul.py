@@ -2,8 +2,9 @@
 blocking queries (DESIGN §5, reference/consul-kv.md).
 
 Prefix mode: ``myapp/config/database/url`` under ``prefix="myapp/config/"`` is the path
-``database.url``; values decode as UTF-8 and are coerced like environment values. Document
-mode (``key=...``): one key holds a TOML, JSON or YAML document.
+``database.url``; values decode as UTF-8 and are coerced like environment values (kept as
+text where the schema wants text). Document mode (``key=...``): one key holds a TOML, JSON
+or YAML document.
 
 ``load`` is one bounded read (``timeout``), so Consul being down at start-up delays the
 start by at most that long; the source is not required by default, so the tree starts on
@@ -37,10 +38,11 @@ import anyio.to_thread
 from otpylib_config.errors import InvalidValueError, SourceError
 from otpylib_config.parsers import ParseError, format_of, parse
 from otpylib_config.persistence import write_json_atomically
-from otpylib_config.sources.base import Changed, Source
+from otpylib_config.schema_shape import SchemaShape, coerce_at
+from otpylib_config.sources.base import Changed, Source, SourceContext
 from otpylib_config.sources.consul_kv import ConsulError, Entry, KVClient, KVRead, decode_entries
 from otpylib_config.tree import PathClash, build
-from otpylib_config.values import Section, check_key, coerce, freeze, same
+from otpylib_config.values import Section, check_key, freeze, same
 
 logger = logging.getLogger("otpylib_config")
 
@@ -108,6 +110,12 @@ class ConsulSource(Source):
         self._resync = False
         """A watch failed: the next one reports its first answer even if nothing changed,
         so that the manager's reload clears the failure from ``status()``."""
+
+    _shape: SchemaShape | None = None
+    """The schema's shape: prefix-mode values are text where the schema wants text."""
+
+    def configure(self, context: SourceContext) -> None:
+        self._shape = context.shape
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -187,7 +195,7 @@ class ConsulSource(Source):
     def _prefix_layer(self, entries: tuple[Entry, ...]) -> tuple[Section, dict[KeyPath, str]]:
         found = [(e, path) for e in entries if (path := self._path_of(e.key)) is not None]
         try:
-            layer = build((repr(e.key), path, _value(e, path)) for e, path in found)
+            layer = build((repr(e.key), path, _value(e, path, self._shape)) for e, path in found)
         except PathClash as exc:
             raise ConsulError(f"Consul keys {exc}") from None
         origins = {path: f"consul:{e.key} (ModifyIndex {e.modify_index})" for e, path in found}
@@ -276,7 +284,7 @@ def _key_or_prefix(prefix: str | None, key: str | None) -> str:
     return text
 
 
-def _value(entry: Entry, path: KeyPath) -> Any:
+def _value(entry: Entry, path: KeyPath, shape: SchemaShape | None) -> Any:
     if entry.value is None:
         return ""
     try:
@@ -286,6 +294,6 @@ def _value(entry: Entry, path: KeyPath) -> Any:
             f"Consul key {entry.key!r}: value is not valid UTF-8 (byte {exc.start})"
         ) from None
     try:
-        return freeze(coerce(text), ".".join(path))
+        return freeze(coerce_at(text, path, shape), ".".join(path))
     except ValueError as exc:  # InvalidValueError too: JSON with NaN or a dotted key
         raise ConsulError(f"Consul key {entry.key!r}: {exc}") from None

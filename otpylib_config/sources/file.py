@@ -51,6 +51,7 @@ file half-written.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -60,6 +61,7 @@ from typing import NamedTuple
 
 import anyio.to_thread
 
+from otpylib_config.environment import EnvFileError, Environment, PlaceholderNames
 from otpylib_config.errors import SourceError
 from otpylib_config.interpolate import InterpolationError, expand_layer, render_templates
 from otpylib_config.parsers import ParseError, format_of, parse
@@ -67,6 +69,8 @@ from otpylib_config.paths import Path as KeyPath
 from otpylib_config.sources.base import Changed, NotReady, Source, SourceContext
 from otpylib_config.values import Section
 from otpylib_config.watcher import CLOSE_EVENTS, Fingerprint, Moment, WatchedFile, watch_paths
+
+logger = logging.getLogger("otpylib_config")
 
 PROFILE = "{profile}"
 
@@ -132,7 +136,8 @@ class FileSource(Source):
 
     ``optional=True``: a missing file is an empty layer, picked up when it appears.
     ``watch=False``: only the timer and ``reload()`` reload it. ``secret=True``: every value
-    is redacted in output. ``environ``: where placeholders are looked up (``os.environ``).
+    is redacted in output. Placeholders are looked up in the tree's environment (the
+    process's variables over ``ConfigSpec.env_file``); ``environ`` replaces the process's part.
     """
 
     def __init__(
@@ -162,18 +167,44 @@ class FileSource(Source):
         self.secret = secret
         self.name = name or f"file:{self.template}"
         self._environ = environ
+        self._environment = Environment(environ=environ)
+        """Where placeholders are looked up: the tree's, once configured."""
 
     def configure(self, context: SourceContext) -> None:
+        """Take the tree's debounce and environment (``environ=`` replaces its process
+        part), fill ``{profile}``, and claim the variables the placeholders name, so that a
+        ``.env`` line that only fills a placeholder is not reported as unknown."""
         self._debounce = context.watch_debounce
-        if PROFILE not in self.template:
+        self._environment = context.environment.override(environ=self._environ)
+        if PROFILE in self.template:
+            self._place_profile(context)
+        context.environment.claim(self, PlaceholderNames(self.path))
+
+    def _place_profile(self, context: SourceContext) -> None:
+        """``{profile}`` is the tree's profile. Without one, an optional file is an empty
+        layer (nothing to watch; a profile set later takes a restart) and a required one
+        fails, saying what to set."""
+        if context.profile is not None:
+            self.path = Path(self.template.replace(PROFILE, context.profile))
             return
-        if context.profile is None:
-            raise SourceError(
+        if not self.required:
+            self.watched = False
+            logger.info(
+                "%s: no profile is set (%s), so it is an empty layer",
                 self.name,
-                f"{self.template} needs a profile: set ConfigSpec(profile=...) "
-                "or the environment variable named by ConfigSpec.profile_env",
+                context.profile_env or "ConfigSpec.profile",
             )
-        self.path = Path(self.template.replace(PROFILE, context.profile))
+            return
+        variable = (
+            f"set the environment variable {context.profile_env} (ConfigSpec.profile_env) or "
+            if context.profile_env
+            else ""
+        )
+        raise SourceError(
+            self.name,
+            f"{self.template} needs a profile: {variable}pass ConfigSpec(profile=...), "
+            "or make the file optional=True",
+        )
 
     def origin(self, path: KeyPath) -> str:
         return f"{self.path}: {'.'.join(path)}"
@@ -278,7 +309,10 @@ class FileSource(Source):
         """
         if b"$" not in data:
             return parse(data, self.format)
-        environ = os.environ if self._environ is None else self._environ
+        try:
+            environ = self._environment.variables()
+        except EnvFileError as exc:
+            raise SourceError(self.name, f"{self.path}: placeholders: {exc}") from None
         layer = parse(render_templates(data, self.format, environ), self.format)
         return expand_layer(layer, environ)
 
