@@ -87,7 +87,8 @@ class LoadError(SourceError, ValidationError):
         self, failed: Sequence[SourceError], invalid: ValidationError | None = None
     ) -> None:
         problems = [p for error in failed for p in (error.problems or [("", str(error))])]
-        problems += invalid.problems if invalid is not None else ()
+        known = {path for path, _ in problems if path}  # "field required" there says no more
+        problems += [p for p in (invalid.problems if invalid else ()) if p[0] not in known]
         self.problems = tuple(problems)
         self.failed = tuple(failed)
         lines = "; ".join(f"{path}: {msg}" if path else msg for path, msg in self.problems)

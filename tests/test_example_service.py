@@ -118,9 +118,8 @@ async def test_runtime_overrides_survive_a_restart(
     assert explanation.source == "runtime"
 
 
-def test_the_example_runs_as_a_script(service: tuple[ModuleType, Path]) -> None:
-    _, directory = service
-    result = subprocess.run(
+def run_script(directory: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, str(directory / "app.py")],
         capture_output=True,
         text=True,
@@ -128,7 +127,36 @@ def test_the_example_runs_as_a_script(service: tuple[ModuleType, Path]) -> None:
         check=False,
     )
 
+
+def test_the_example_runs_as_a_script(service: tuple[ModuleType, Path]) -> None:
+    _, directory = service
+    result = run_script(directory)
+
     assert result.returncode == 0, result.stderr
     assert "profile=dev port=9000" in result.stdout
     assert "database.pool_size = 2" in result.stdout
     assert "dev-password" not in result.stdout and "change-me" not in result.stdout
+
+
+def test_the_example_runs_without_a_profile(
+    service: tuple[ModuleType, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, directory = service
+    monkeypatch.delenv("CONFIG_PROFILE")
+    result = run_script(directory)
+
+    assert result.returncode == 0, result.stderr
+    assert "profile=None port=9000" in result.stdout  # config.dev.toml left out
+
+
+def test_a_profile_chosen_in_dot_env_picks_its_file(
+    service: tuple[ModuleType, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, directory = service
+    monkeypatch.delenv("CONFIG_PROFILE")
+    with (directory / ".env").open("a") as env:
+        env.write("CONFIG_PROFILE=dev\n")
+    result = run_script(directory)
+
+    assert result.returncode == 0, result.stderr
+    assert "profile=dev" in result.stdout

@@ -58,3 +58,18 @@ async def test_every_failed_source_is_reported(tmp_path: Path) -> None:
     text = str(error.value)
     assert "file not found" in text and str(broken) in text
     assert len(error.value.failed) == 2
+
+
+async def test_a_missing_placeholder_and_a_validation_problem_come_in_one_error(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("name = '${APP_NAME}'\nport = ${APP_PORT:?set the port}\nworkers = 'x'\n")
+    spec = ConfigSpec(sources=[FileSource(config, environ={})], schema=Settings)
+
+    with pytest.raises(LoadError) as error:
+        await otpylib_config.start(spec)
+
+    problems = dict(error.value.problems)
+    assert "APP_NAME" in problems["name"] and "set the port" in problems["port"]
+    assert f"(from {config}: workers)" in problems["workers"]  # validation ran on the rest

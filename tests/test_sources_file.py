@@ -589,8 +589,7 @@ async def test_a_file_without_a_dollar_skips_interpolation(
     def fail(*_: object) -> object:
         raise AssertionError("interpolation ran")
 
-    monkeypatch.setattr(file_module, "render_templates", fail)
-    monkeypatch.setattr(file_module, "expand_layer", fail)
+    monkeypatch.setattr(file_module, "expand_file", fail)
     keys = "\n".join(f'key_{i} = "value {i}"' for i in range(10_000))
     layer = await FileSource(write(tmp_path / "big.toml", keys)).load()
     assert len(layer) == 10_000

@@ -35,9 +35,10 @@ def build_spec(directory: Path = HERE, state_dir: Path | None = None) -> ConfigS
             FileSource(directory / "config.toml"),
             FileSource(directory / "config.{profile}.toml", optional=True),
             FileSource(directory / "secrets.toml", secret=True),
-            EnvironmentSource(prefix="SERVICE_", env_file=directory / ".env"),
+            EnvironmentSource(prefix="SERVICE_"),
             RuntimeSource(path=(state_dir or directory) / "overrides.json"),
         ],
+        env_file=directory / ".env",  # seen by the environment source, placeholders, profile
         profile_env="CONFIG_PROFILE",
         schema=Settings,
         validators=VALIDATORS,

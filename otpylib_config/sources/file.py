@@ -63,7 +63,7 @@ import anyio.to_thread
 
 from otpylib_config.environment import EnvFileError, Environment, PlaceholderNames
 from otpylib_config.errors import SourceError
-from otpylib_config.interpolate import InterpolationError, expand_layer, render_templates
+from otpylib_config.interpolate import InterpolationError, expand_file
 from otpylib_config.parsers import ParseError, format_of, parse
 from otpylib_config.paths import Path as KeyPath
 from otpylib_config.sources.base import Changed, NotReady, Source, SourceContext
@@ -162,6 +162,7 @@ class FileSource(Source):
         self._file: WatchedFile | None = None
         """What the running watch knows of the file (loop thread only)."""
         self._has_layer = False
+        self._no_profile = False  # an optional {profile} file and no profile: always empty
         """A layer of this source was accepted: ``NotReady`` leaves something to serve."""
         self._turns = _OneAtATime(self._load_whole)
         self.secret = secret
@@ -189,6 +190,7 @@ class FileSource(Source):
             return
         if not self.required:
             self.watched = False
+            self._no_profile = True
             logger.info(
                 "%s: no profile is set (%s), so it is an empty layer",
                 self.name,
@@ -230,6 +232,8 @@ class FileSource(Source):
         self._has_layer = True
 
     async def load(self) -> Section:
+        if self._no_profile:
+            return Section()
         return await self._turns()
 
     async def _load_whole(self) -> Section:
@@ -298,7 +302,13 @@ class FileSource(Source):
             return read
         try:
             return _Read(real, started, before, after, len(data), layer=self._parse(data))
-        except (ParseError, InterpolationError) as exc:
+        except InterpolationError as exc:  # every problem, and what is left for validation
+            problems = [(path, f"{self.path}: {message}") for path, message in exc.problems]
+            error = SourceError(
+                self.name, f"{self.path}: {exc}", problems=problems, partial=exc.partial
+            )
+            return _Read(real, started, before, after, len(data), error=error)
+        except ParseError as exc:
             error = SourceError(self.name, f"{self.path}: {exc}")
             return _Read(real, started, before, after, len(data), error=error)
 
@@ -313,8 +323,7 @@ class FileSource(Source):
             environ = self._environment.variables()
         except EnvFileError as exc:
             raise SourceError(self.name, f"{self.path}: placeholders: {exc}") from None
-        layer = parse(render_templates(data, self.format, environ), self.format)
-        return expand_layer(layer, environ)
+        return expand_file(data, self.format, environ)
 
 
 def _open_directory(directory: str) -> int | None:
