@@ -84,3 +84,20 @@ def test_exported_objects_are_defined_in_this_package(name: str) -> None:
 )
 def test_the_documented_entry_points_are_exported(name: str) -> None:
     assert name in otpylib_config.__all__
+
+
+def test_readme_documents_every_telemetry_event_and_status_field() -> None:
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    from otpylib_config import ProcessStatus, SourceStatus, Status, telemetry
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    events = [v for k, v in vars(telemetry).items() if k.isupper() and isinstance(v, str)]
+    assert [e for e in events if f"`{e}`" not in readme] == []
+    fields = {
+        f.name for cls in (Status, SourceStatus, ProcessStatus) for f in dataclasses.fields(cls)
+    }
+    documented = set(re.findall(r"`(\w+)`", readme))
+    assert sorted(fields - documented) == []
