@@ -1,4 +1,5 @@
-"""``ConfigManager``: the gen_server that serialises every write (DESIGN §2).
+"""``ConfigManager``: the gen_server that serialises every write
+(docs/architecture.md, The one rule).
 
 The message protocol is in :mod:`otpylib_config.protocol`. Each handler computes the new
 state from the table without touching it, then commits with plain assignments and publishes

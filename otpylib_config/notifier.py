@@ -1,4 +1,5 @@
-"""``ConfigNotifier``: runs subscriber callbacks, never inside the manager (DESIGN §4).
+"""``ConfigNotifier``: runs subscriber callbacks, never inside the manager
+(docs/architecture.md, Paths, patterns and events).
 
 The manager queues events on each subscription and sends ``(WAKE,)``; the notifier starts
 one delivery task per subscription with pending events. A delivery task calls its

@@ -1,4 +1,4 @@
-"""Dot-separated configuration paths (DESIGN §3).
+"""Dot-separated configuration paths (docs/architecture.md, Paths, patterns and events).
 
 A path is one or more non-empty segments joined by ``.``. Concrete paths (for get, put,
 delete) may not contain glob characters; patterns (for subscribe) may. Parsing is cached

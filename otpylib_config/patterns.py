@@ -1,4 +1,5 @@
-"""Glob patterns over paths, indexed in a trie of segments (DESIGN §3).
+"""Glob patterns over paths, indexed in a trie of segments
+(docs/architecture.md, Paths, patterns and events).
 
 ``*`` matches exactly one segment, ``**`` zero or more, and ``?``, ``[abc]`` or ``tc_*`` work
 inside one segment (fnmatch rules, case-sensitive). Matching a changed leaf walks the trie

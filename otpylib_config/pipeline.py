@@ -1,4 +1,5 @@
-"""The reload pipeline: load → merge → validate → diff → commit → publish → notify (DESIGN §5).
+"""The reload pipeline: load → merge → validate → diff → commit → publish → notify
+(docs/architecture.md, The reload path).
 
 A reload has two halves. :func:`read` does the sources' I/O and changes no state: the manager
 runs it in a task of its own, so a slow file system or a hanging Consul never holds up puts.

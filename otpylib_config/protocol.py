@@ -3,7 +3,7 @@
 Every write is a message to the ``ConfigManager`` process, tagged with an atom created here
 at import time (paths and other request data never become atoms). Requests carry an asyncio
 future that the manager resolves after it has published, or fails with the error; clients
-await it (DESIGN §8) instead of using ``gen_server.call``.
+await it instead of using ``gen_server.call`` (docs/architecture.md, The one rule).
 
 ===================================  ====================================================
 message                              result the future gets

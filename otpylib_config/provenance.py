@@ -1,4 +1,5 @@
-"""``explain``: which layer gave a value, from where, and what it overrides (DESIGN §6).
+"""``explain``: which layer gave a value, from where, and what it overrides
+(docs/architecture.md, Data flow).
 
 Read from the table without a message: the layers kept there are exactly the ones the
 published snapshot was built from. Values are redacted like every other output.

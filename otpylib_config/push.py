@@ -1,4 +1,5 @@
-"""``SourceWatcher``: one supervised process per push source (DESIGN §5, §8).
+"""``SourceWatcher``: one supervised process per push source
+(docs/architecture.md, The reload path; docs/supervision.md).
 
 A push source (a watched file, a Consul prefix) says through :meth:`Source.watch` when it
 may have changed; its watcher process turns that into ``(SOURCE_CHANGED, name)`` for the

@@ -1,4 +1,5 @@
-"""Secret redaction for everything that leaves the server as text (DESIGN §6).
+"""Secret redaction for everything that leaves the server as text
+(docs/architecture.md, Data flow).
 
 A path is secret when one of its segments is: the leaf's own name, or the name of a section
 it sits in (a ``credentials`` section hides everything in it, so a change to

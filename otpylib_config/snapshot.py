@@ -1,4 +1,5 @@
-"""The published, immutable view of the effective configuration (DESIGN §2).
+"""The published, immutable view of the effective configuration
+(docs/architecture.md, The one rule).
 
 Readers look paths up here without sending any message. Each snapshot memoises the paths
 it has been asked for in ``cache``, so a repeated read is one dict lookup. When the manager

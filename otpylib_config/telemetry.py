@@ -1,4 +1,5 @@
-"""Telemetry events, in the spirit of Erlang's ``telemetry`` library (DESIGN §7).
+"""Telemetry events, in the spirit of Erlang's ``telemetry`` library
+(docs/architecture.md, Telemetry and status).
 
 Handlers are attached per event name and called synchronously by ``execute``. A handler that
 raises is detached and logged: telemetry never breaks the code that emits it. ``execute``

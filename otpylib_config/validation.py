@@ -1,4 +1,5 @@
-"""Validation of the merged configuration before it is published (DESIGN §6).
+"""Validation of the merged configuration before it is published
+(docs/architecture.md, Data flow).
 
 Two kinds of check, both optional:
 

@@ -1,5 +1,5 @@
 """A Consul KV prefix (or one key holding a whole document) as a layer, pushed by
-blocking queries (DESIGN §5, reference/consul-kv.md).
+blocking queries (docs/consul.md).
 
 Prefix mode: ``myapp/config/database/url`` under ``prefix="myapp/config/"`` is the path
 ``database.url``; values decode as UTF-8 and are coerced like environment values (kept as

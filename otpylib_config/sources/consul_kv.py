@@ -1,4 +1,4 @@
-"""One read of Consul's KV HTTP API, checked against reference/consul-kv.md.
+"""One read of Consul's KV HTTP API, checked against docs/consul.md.
 
 Everything Consul can answer is turned into either a :class:`KVRead` (the entries and the
 index) or a :class:`ConsulError` whose message says what was wrong and where: unreachable,
