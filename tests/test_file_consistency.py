@@ -155,7 +155,9 @@ async def test_a_file_rewritten_by_another_process_is_only_published_whole(
     print(report)
     assert torn == 0, f"{report}; e.g. {examples}"
     assert set(seen) <= valid | {0}, report
-    assert len(set(seen) - {0}) >= 3, report  # newer versions kept coming during the writes
+    # newer versions kept coming during the writes: on a quiet machine 10-40 of them, on
+    # one whose cores are saturated by other work (seen: 3 busy loops on 2 cores) only 2
+    assert len(set(seen) - {0}) >= 2, report
 
 
 @pytest.mark.skipif(not CLOSE_EVENTS, reason="only inotify reports when a writer closes a file")
