@@ -162,8 +162,8 @@ class FileSource(Source):
         self._file: WatchedFile | None = None
         """What the running watch knows of the file (loop thread only)."""
         self._has_layer = False
-        self._no_profile = False  # an optional {profile} file and no profile: always empty
         """A layer of this source was accepted: ``NotReady`` leaves something to serve."""
+        self._no_profile = False  # an optional {profile} file and no profile: always empty
         self._turns = _OneAtATime(self._load_whole)
         self.secret = secret
         self.name = name or f"file:{self.template}"
@@ -176,10 +176,18 @@ class FileSource(Source):
         part), fill ``{profile}``, and claim the variables the placeholders name, so that a
         ``.env`` line that only fills a placeholder is not reported as unknown."""
         self._debounce = context.watch_debounce
+        self._forget()
         self._environment = context.environment.override(environ=self._environ)
         if PROFILE in self.template:
             self._place_profile(context)
         context.environment.claim(self, PlaceholderNames(self.path))
+
+    def _forget(self) -> None:
+        """A new tree (or ``load()``) starts from nothing: what an earlier tree's reads and
+        watch learnt, and its reads on its own event loop, are not this one's."""
+        self._read_as, self._resync, self._file = None, False, None
+        self._has_layer = self._no_profile = False
+        self._turns = _OneAtATime(self._load_whole)
 
     def _place_profile(self, context: SourceContext) -> None:
         """``{profile}`` is the tree's profile. Without one, an optional file is an empty
@@ -357,6 +365,8 @@ async def _unproven(read: _Read, file: WatchedFile | None, marks: _Marks | None)
     if not read.steady:
         return 0.0
     settling = _unsettled(read)
+    if read.length == 0 and settling is not None:  # a truncation a writer has not followed
+        return settling  # up yet, as far as anything can tell: only its age proves it
     if file is None or marks is None or read.real != file.real:  # no events of its own
         writing = file is not None and file.writing
         return 0.0 if settling is None and writing else settling
@@ -469,7 +479,7 @@ class _OneAtATime:
             turn.waiters -= 1
 
     async def _take(self, before: _Turn | None) -> Section:
-        if before is not None:
+        if before is not None and not before.task.done():
             await asyncio.wait({before.task})
         self._reading, self._queued = self._queued, None
         return await self._run()
