@@ -121,7 +121,9 @@ class ConfigClient:
         """Set several overrides as one change: validated together, published as one
         version with one batch of events, all or nothing. Each path pins only itself."""
         if not isinstance(values, Mapping):
-            raise TypeError(f"put_many takes a mapping of path to value, got {values!r:.80}")
+            raise TypeError(
+                f"put_many takes a mapping of path to value, got {type(values).__name__}"
+            )
         entries = []
         for path, value in values.items():
             segments = parse_path(path)

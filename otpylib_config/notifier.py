@@ -102,18 +102,34 @@ def start_deliveries(table: ConfigTable) -> None:
 
 
 async def _deliver(table: ConfigTable, sub: Subscription) -> None:
+    """Call back for each pending event, in order. The event being delivered is out of the
+    queue, so a change that arrives meanwhile (even one back to the old value) is a new
+    event; if the task is interrupted, the event goes back to the front (at least once)."""
     loop = asyncio.get_running_loop()
     since_yield = loop.time()
     try:
         while sub.active and sub.pending:
-            path, (old, new) = next(iter(sub.pending.items()))
-            await _call(table, sub, path, old, new)
-            sub.delivered(path, new)
+            path, (old, new) = sub.pending.popitem(last=False)
+            try:
+                await _call(table, sub, path, old, new)
+            except BaseException:
+                sub.requeue(path, old, new)
+                raise
             if loop.time() - since_yield > YIELD_AFTER_S:
                 await asyncio.sleep(0)
                 since_yield = loop.time()
     finally:
         sub.task = None
+        if sub.active and sub.pending:  # interrupted: whoever starts deliveries next sees it
+            table.ready.add(sub)
+            _wake_soon(table)
+
+
+def _wake_soon(table: ConfigTable) -> None:
+    """Ask the (maybe restarted) notifier to start deliveries, from a task that cannot wait."""
+    if not table.wake_sent:
+        table.wake_sent = True
+        asyncio.get_running_loop().create_task(process.send(table.notifier_name, (WAKE,)))
 
 
 async def _call(table: ConfigTable, sub: Subscription, path: str, old: Any, new: Any) -> None:

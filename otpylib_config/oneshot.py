@@ -6,7 +6,9 @@ first load (sources read and merged, placeholders expanded, the schema applied) 
 the same way (one :class:`~otpylib_config.errors.LoadError` with every problem).
 
 It never writes: no watch, no timer, no persisted runtime overrides (those belong to the
-running service, whose journal a script must not touch), no telemetry subscriber. Called
+running service, whose journal a script must not touch), no source cache (``accepted`` is
+not called). Its sources are configured afresh, so give it its own spec rather than the
+one of a tree running in the same process. Called
 from inside a running event loop (a notebook, an async test) it runs the load on a thread
 of its own, since a loop cannot wait for itself.
 """
@@ -59,8 +61,8 @@ def load(spec: ConfigSpec) -> LoadedConfig:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        asyncio.run(load_initial(table))
+        asyncio.run(load_initial(table, accept=False))
     else:
         with concurrent.futures.ThreadPoolExecutor(1, "otpylib-config-load") as pool:
-            pool.submit(asyncio.run, load_initial(table)).result()
+            pool.submit(asyncio.run, load_initial(table, accept=False)).result()
     return LoadedConfig(table)

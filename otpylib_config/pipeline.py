@@ -47,7 +47,7 @@ from otpylib_config.values import Section
 logger = logging.getLogger("otpylib_config")
 
 
-async def load_initial(table: ConfigTable) -> None:
+async def load_initial(table: ConfigTable, *, accept: bool = True) -> None:
     """The first load. A tree never starts on bad configuration: raises :class:`LoadError`
     with every problem at once (each required source that failed, and what validation
     says of the rest when the failed sources could still give part of their layer)."""
@@ -76,7 +76,8 @@ async def load_initial(table: ConfigTable) -> None:
         raise LoadError(failed, invalid)
     _commit(table, loaded, errors, base)
     table.snapshot = Snapshot(candidate.tree, version=1, model=candidate.model, raw=raw)
-    await _accepted(table, loaded, errors)
+    if accept:  # ``load()`` passes False: a source's cache is the running service's to write
+        await _accepted(table, loaded, errors)
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,8 @@ def _candidate(
     if table.validator.schema is None:
         return Candidate(raw, raw, model)
     view = schema_view.view(raw, model)
-    if view.secret_paths - table.redactor.secret_leaves:
-        table.redactor.secret_leaves = table.redactor.secret_leaves | view.secret_paths
+    if view.secret_paths - table.redactor.schema_leaves:
+        table.redactor.schema_leaves = table.redactor.schema_leaves | view.secret_paths
     return Candidate(raw, view.tree, model)
 
 

@@ -31,6 +31,7 @@ from otpylib_config import _otp_compat
 from otpylib_config.client import tell_manager
 from otpylib_config.errors import ConfigError
 from otpylib_config.protocol import SOURCE_CHANGED, SOURCE_FAILED
+from otpylib_config.redact import mask_url_passwords
 from otpylib_config.sources.base import Source
 from otpylib_config.table import ConfigTable
 
@@ -122,7 +123,8 @@ async def _watch(table: ConfigTable, source: Source) -> None:
             failures += 1
             delay = _backoff(source, failures, getattr(exc, "retry_after", None))
             log = logger.warning if failures == 1 else logger.debug
-            log("watching %s failed (%s); retrying in %.2fs", source.name, exc, delay)
+            text = mask_url_passwords(str(exc))  # its text may hold a URL's password
+            log("watching %s failed (%s); retrying in %.2fs", source.name, text, delay)
             await tell_manager(table, (SOURCE_FAILED, source.name, _describe(source, exc)))
             await asyncio.sleep(delay)
 

@@ -83,12 +83,20 @@ class Redactor:
         #: The set before the last reload: a secret that a source just dropped is still
         #: reported as the ``old_value`` of its change, and must stay masked there.
         self.previous_leaves: frozenset[str] = frozenset()
+        #: Paths whose value the schema types as secret (``SecretStr``); they only grow, since
+        #: a dropped one may still be the ``old_value`` of a change.
+        self.schema_leaves: frozenset[str] = frozenset()
 
     def replace_leaves(self, leaves: frozenset[str]) -> None:
         self.previous_leaves, self.secret_leaves = self.secret_leaves, leaves
 
     def is_secret(self, path: str) -> bool:
-        return path in self.secret_leaves or path in self.previous_leaves or self._matches(path)
+        return (
+            path in self.secret_leaves
+            or path in self.previous_leaves
+            or path in self.schema_leaves
+            or self._matches(path)
+        )
 
     def _match(self, path: str) -> bool:
         """Any segment counts, ancestors included: below a secret section all is secret."""

@@ -52,7 +52,8 @@ def view(raw: Section, model: Any) -> SchemaView:
     """What to publish for the merged tree ``raw`` once the schema returned ``model``."""
     if hasattr(model, "model_dump") and hasattr(type(model), "model_fields"):
         secrets: set[str] = set()
-        dumped = _frozen(_plain(model.model_dump(mode="python"), "", secrets))
+        # by alias: the keys as the sources spell them, so a field is published once
+        dumped = _frozen(_plain(model.model_dump(mode="python", by_alias=True), "", secrets))
         return SchemaView(merge([raw, dumped]), frozenset(secrets))
     if isinstance(model, Mapping):
         return SchemaView(_frozen(_plain(model, "", set())))

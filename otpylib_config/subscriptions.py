@@ -59,16 +59,17 @@ class Subscription:
             else:
                 self.pending[path] = (queued[0], new)  # keeps its place in the queue
 
-    def delivered(self, path: str, new: Any) -> None:
-        """The callback returned for the event of ``path``: drop it, or keep what
-        arrived for ``path`` meanwhile as a change from ``new``."""
-        queued = self.pending.get(path)
-        if queued is None:
+    def requeue(self, path: str, old: Any, new: Any) -> None:
+        """Put back an event whose delivery was interrupted, first in line, folded with
+        whatever arrived for ``path`` meanwhile (first ``old``, last ``new``)."""
+        if not self.active:
             return
-        if queued[1] is new or same(queued[1], new):
-            del self.pending[path]
-        else:
-            self.pending[path] = (new, queued[1])
+        queued = self.pending.pop(path, None)
+        latest = new if queued is None else queued[1]
+        if same(old, latest):
+            return
+        self.pending[path] = (old, latest)
+        self.pending.move_to_end(path, last=False)
 
 
 @dataclass(eq=False)

@@ -399,3 +399,25 @@ async def test_a_notifier_killed_while_expanding_a_change_resumes_where_it_was(
 
     await eventually(lambda: len(delivered) >= 50_000, timeout=30)
     assert len(delivered) == len(set(delivered)) == 50_000  # nothing lost, nothing twice
+
+
+async def test_a_change_back_while_its_callback_runs_is_a_new_event(
+    start_tree: StartTree,
+) -> None:
+    await start_tree(sources=[DefaultsSource({"x": 1})])
+    calls: list[tuple[str, Any, Any]] = []
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(path: str, old: Any, new: Any) -> None:
+        calls.append((path, old, new))
+        entered.set()
+        await release.wait()
+
+    await Config.subscribe("x", slow)
+    await Config.put("x", 2)
+    await entered.wait()
+    await Config.put("x", 1)  # back to the old value while the first callback runs
+    release.set()
+
+    await eventually(lambda: len(calls) == 2)
+    assert calls == [("x", 1, 2), ("x", 2, 1)]  # the subscriber ends up knowing x is 1

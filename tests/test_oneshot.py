@@ -50,8 +50,12 @@ def test_load_never_touches_persisted_overrides(tmp_path: Path) -> None:
     saved = tmp_path / "overrides.json"
     saved.write_text("not json")
     base = spec(tmp_path, "port = 1\n")
-    loaded = otpylib_config.load(
-        ConfigSpec(sources=[*base.sources, RuntimeSource(path=saved)])
-    )
+    loaded = otpylib_config.load(ConfigSpec(sources=[*base.sources, RuntimeSource(path=saved)]))
     assert loaded.get("port") == 1
     assert saved.read_text() == "not json"  # not read, not moved aside
+
+
+def test_the_same_spec_loads_twice(tmp_path: Path) -> None:
+    same = spec(tmp_path, "port = 1\n")
+    assert otpylib_config.load(same).get("port") == 1
+    assert otpylib_config.load(same).get("port") == 1  # no state left on an old event loop

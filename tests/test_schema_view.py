@@ -141,3 +141,26 @@ async def test_explain_names_the_source_file_and_key_in_a_reload_error(
     result: Any = await Config.reload()
 
     assert f"from {config}: database.pool_size" in result.errors["validation"]
+
+
+async def test_a_schema_secret_stays_masked_across_idle_reloads(
+    start_tree: StartTree, tmp_path: Path
+) -> None:
+    vault = tmp_path / "vault.toml"
+    vault.write_text("[database]\nurl = 'http://db/x'\n")
+    await start_tree(sources=[FileSource(vault, secret=True, watch=False)], schema=Settings)
+    for _ in range(3):  # reloads that change nothing
+        await Config.reload()
+    assert (await Config.dump())["database"]["dsn"] == REDACTED
+
+
+class Aliased(pydantic.BaseModel):
+    pool_size: int = pydantic.Field(alias="poolSize")
+
+
+async def test_an_aliased_field_is_published_once_under_the_sources_spelling(
+    start_tree: StartTree,
+) -> None:
+    await start_tree(sources=[DefaultsSource({"poolSize": "20"})], schema=Aliased)
+    assert Config.get_nowait("poolSize") == 20
+    assert Config.get_nowait("pool_size") is None
