@@ -1,7 +1,8 @@
 """``Config``: the API an application calls.
 
 ``Config`` is bound to the **default tree**: the first tree started (``start`` or
-``child_spec``) that is still registered — with one tree in the process, that tree.
+``child_spec``) that is still registered — with one tree in the process, that tree. A tree
+stopped for good stays registered, serving reads, until ``shutdown(id)``.
 ``Config.of(spec_id)`` gives the same API bound to the tree ``spec_id``.
 
 Reads look the path up in the published snapshot of the running tree, with no message and

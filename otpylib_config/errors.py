@@ -77,7 +77,8 @@ class ValidationError(ConfigError, ValueError):
 
 
 class LoadError(SourceError, ValidationError):
-    """Raised by start-up (``start``, ``child_spec``'s first load, ``load``) when the
+    """Raised by start-up (``start``, ``load``; an embedded tree's first load fails its
+    parent's ``start_link`` with a ``RuntimeError`` that quotes it) when the
     configuration cannot be loaded: every failed source and every validation problem, each
     naming the path and where its value came from. A ``SourceError`` (``source`` is the
     first failed source, or ``"validation"``) and a ``ValidationError`` (``problems`` lists

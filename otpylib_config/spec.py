@@ -37,12 +37,13 @@ class ConfigSpec:
     pydantic model) check the merged configuration before anything is published.
     ``watch_debounce``: seconds a file must be quiet after an event before it is reloaded.
 
-    ``env_file`` (``".env"``): a dotenv file under the process's variables (which win), read
-    on every load. The environment that gives is what every ``EnvironmentSource``, every
-    file's ``${VAR}`` placeholders and ``profile_env`` see; a source's own ``env_file=`` or
-    ``environ=`` replaces a part of it for that source. A missing file is an error unless
-    ``env_file_optional``. ``strict_env``: with a pydantic ``schema``, a variable that maps
-    to no field fails the load instead of being reported as a warning.
+    ``env_file`` (e.g. ``".env"``; ``None`` by default): a dotenv file under the process's
+    variables (which win), read on every load. The environment that gives is what every
+    ``EnvironmentSource``, every file's ``${VAR}`` placeholders and ``profile_env`` see; a
+    source's own ``env_file=`` or ``environ=`` replaces a part of it for that source. A
+    missing file is an error unless ``env_file_optional``. ``strict_env``: with a pydantic
+    ``schema``, a variable that maps to no field fails the load instead of being reported
+    as a warning.
 
     ``secret_patterns``: which paths are redacted in every output (``get`` is not). A word
     (``"token"``, ``"private_key"``) makes secret every name that ends in it once split at

@@ -249,6 +249,8 @@ async def _own(table: ConfigTable, ready: asyncio.Future[None]) -> None:
     while True:
         message = await process.receive()
         if isinstance(message, tuple) and message[:2] == (DOWN, ref):
+            why = f"its root supervisor gave up ({_otp_compat.describe(message[-1])})"
+            table.stop_for_good(why)
             raise _otp_compat.ProcessExit(message[-1])
         if message == (_STOP,):
             await process.exit(root, SHUTDOWN)  # from its parent: children first, then itself
@@ -257,8 +259,9 @@ async def _own(table: ConfigTable, ready: asyncio.Future[None]) -> None:
 
 
 def _owner_exited(table: ConfigTable, reason: Any) -> None:
-    if table.stopped is None:
-        table.stop_for_good(f"its root supervisor gave up ({_otp_compat.describe(reason)})")
+    """The owner ended without the root going down first (it was killed, say): the root
+    follows its parent, so nothing runs the tree any more."""
+    table.stop_for_good(f"its owner process exited ({_otp_compat.describe(reason)})")
 
 
 @asynccontextmanager
