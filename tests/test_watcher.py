@@ -370,7 +370,8 @@ async def test_a_report_falls_due_while_writes_go_on(new_watcher: NewWatcher, co
             calls.append(changes.queue.get_nowait())
     assert len(calls) >= 1, f"no report while the writes went on ({MAX_DELAY=})"
     assert all(content is not None and content.startswith("a = ") for _, content in calls)
-    await changes.until("config", "a = 120")
+    if ("config", "a = 120") not in calls:  # the last report may have come inside the loop
+        await changes.until("config", "a = 120")
 
 
 @pytest.mark.skipif(not CLOSE_EVENTS, reason="only inotify reports when a writer closes a file")
