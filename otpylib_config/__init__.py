@@ -6,7 +6,8 @@ Add ``child_spec(spec)`` to a supervision tree (or ``await start(spec)`` in a sc
 
 The data flow, module by module::
 
-    sources/ → (layers) → tree.merge → manager → snapshot → tree.diff → subscriptions → notifier
+    sources/ → (layers) → tree.merge → tree.diff → validate → manager publishes a snapshot
+    → subscriptions → notifier
 """
 
 from otpylib_config import _otp_compat, telemetry

@@ -1,4 +1,4 @@
-"""The reload pipeline: load → merge → validate → diff → commit → publish → notify
+"""The reload pipeline: load → merge → diff → validate → commit → publish → notify
 (docs/architecture.md, The reload path).
 
 A reload has two halves. :func:`read` does the sources' I/O and changes no state: the manager
@@ -233,9 +233,9 @@ async def _hand_over(table: ConfigTable, change: Change) -> None:
 
 def _outermost(roots: Iterable[Path]) -> list[Path]:
     """The roots that no other root contains, in order: a batch that puts ``a`` and
-    ``a.b`` recomputes ``a`` once."""
-    unique = list(dict.fromkeys(roots))
-    return [r for r in unique if not any(o != r and r[: len(o)] == o for o in unique)]
+    ``a.b`` recomputes ``a`` once. O(roots * depth), as a batch may be large."""
+    unique = dict.fromkeys(roots)
+    return [r for r in unique if not any(r[:d] in unique for d in range(1, len(r)))]
 
 
 async def publish(table: ConfigTable, candidate: Candidate, changed: list[Path]) -> None:

@@ -4,7 +4,8 @@
 Readers look paths up here without sending any message. Each snapshot memoises the paths
 it has been asked for in ``cache``, so a repeated read is one dict lookup. When the manager
 publishes a successor it hands the cache over, dropping only the entries of nodes that
-changed (every ancestor-or-self of a changed leaf): a put stays O(depth), and the old
+changed (every ancestor-or-self of a changed leaf): a put stays O(depth) (without a schema
+that transforms the tree, which makes a whole new view; see schema_view), and the old
 snapshot, which loses its cache, still answers correctly by walking its tree.
 """
 

@@ -3,11 +3,14 @@
 The supervisor's child specs pass the same ``ConfigTable`` to every restart of the manager
 and the notifier, so the runtime layer, the subscriptions, each source's last good layer and
 the published snapshot survive any crash. The configuration in it (layers, overrides,
-snapshot, subscriptions) is written by the manager only; readers only read ``snapshot``,
-the notifier takes subscriptions from ``ready``. Tasks (reload readings, deliveries, watch
-loops) belong to the process that started them and are cancelled when it ends
-(``_otp_compat.bind_task``); ``tasks`` and ``watch_tasks`` list them for ``shutdown``.
-``health`` records every process of the tree as it starts and ends, for ``status()``.
+snapshot, subscriptions) is written by the manager only; readers only read ``snapshot``.
+The notifier owns what delivery needs: it takes subscriptions from ``ready``, pops
+``changes`` and moves their cursors, and drains each subscription's ``pending`` queue (all on
+the one event loop, so no step of either is interrupted by the other). Tasks (reload
+readings, deliveries, watch loops) belong to the process that started them and are
+cancelled when it ends (``_otp_compat.bind_task``); ``tasks`` and ``watch_tasks`` list
+them for ``shutdown``. ``health`` records every process of the tree as it starts and ends,
+for ``status()``.
 """
 
 from __future__ import annotations

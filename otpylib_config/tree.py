@@ -1,7 +1,8 @@
 """Pure operations on frozen configuration trees: look up, set, remove, merge and diff.
 
 No I/O and no asyncio here. Updates copy only the spine from the root to the changed node
-and share every other subtree with the old tree, so a put costs O(depth), not O(size), and
+and share every other subtree with the old tree, so a put costs O(depth), not O(size) (when
+no validation runs over the whole tree), and
 ``diff`` skips shared subtrees by identity.
 
 A *leaf* is any value that is not a non-empty :class:`Section` (an empty section is a leaf:
