@@ -37,17 +37,18 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
+from otpylib_config.atomic import fsync_directory, write_atomically
 from otpylib_config.errors import ConfigError, SourceError
+from otpylib_config.overrides import Change, Override, Overrides
 from otpylib_config.paths import Path as KeyPath
 from otpylib_config.paths import parse_path
-from otpylib_config.sources.runtime import Change, Override, Overrides
 from otpylib_config.tree import build
 from otpylib_config.values import Section, freeze
 
@@ -285,7 +286,7 @@ class _Store:
             path = self.segment_path(self.segment)
             _append_synced(path, line)
             if not self.segment_on_disk:
-                _fsync_directory(path.parent)
+                fsync_directory(path.parent)
                 self.segment_on_disk = True
             self.saved = overrides
             self.records += 1
@@ -323,7 +324,7 @@ class _Store:
                         path.unlink()
                         removed = True
             if removed:
-                _fsync_directory(self.path.parent)
+                fsync_directory(self.path.parent)
 
 
 # -- the directory ---------------------------------------------------------------------------
@@ -394,15 +395,6 @@ def _move_aside(path: Path) -> Path:
 
 def _moved(moves: list[Path]) -> str:
     return "moved it to " + ", ".join(str(p) for p in moves)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """A rename or a new file is durable only once its directory is synced."""
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _truncate(path: Path, length: int) -> None:
@@ -591,29 +583,3 @@ def _append_synced(path: Path, line: bytes) -> None:
         _sync_data(descriptor)
     finally:
         os.close(descriptor)
-
-
-# -- atomic files ----------------------------------------------------------------------------
-
-
-def write_atomically(path: Path, data: bytes | Iterable[bytes]) -> None:
-    """Temp file, fsync, rename, fsync the directory: a crash leaves the old or the new file
-    (and at worst a temp file, which ``restore`` removes). Mode 0600, as mkstemp makes it."""
-    descriptor, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            for piece in [data] if isinstance(data, bytes) else data:
-                handle.write(piece)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(path.parent)
-
-
-def write_json_atomically(path: Path, document: dict[str, Any]) -> None:
-    """``document`` as indented JSON, written atomically (the Consul source's cache)."""
-    write_atomically(path, json.dumps(document, indent=1, sort_keys=True).encode())

@@ -23,13 +23,13 @@ from otpylib import process
 
 from otpylib_config import schema_view, telemetry
 from otpylib_config.errors import LoadError, SourceError, ValidationError
+from otpylib_config.overrides import Overrides
 from otpylib_config.paths import Path
 from otpylib_config.protocol import WAKE, ReloadResult
 from otpylib_config.provenance import with_origins
 from otpylib_config.redact import frames_and
 from otpylib_config.snapshot import Snapshot
 from otpylib_config.sources.base import NotReady, Source
-from otpylib_config.sources.runtime import Overrides
 from otpylib_config.subscriptions import Change
 from otpylib_config.table import ConfigTable
 from otpylib_config.tree import (

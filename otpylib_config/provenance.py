@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from otpylib_config.errors import ValidationError
+from otpylib_config.overrides import Override, Overrides
 from otpylib_config.paths import Path, parse_path
 from otpylib_config.redact import REDACTED
 from otpylib_config.schema_view import schema_origin
-from otpylib_config.sources.runtime import Override, Overrides
 from otpylib_config.tree import MISSING, get_in
 from otpylib_config.values import Section
 

@@ -9,9 +9,8 @@ from typing import Any
 
 from otpylib_config.environment import Environment
 from otpylib_config.redact import DEFAULT_SECRET_PATTERNS
-from otpylib_config.sources.base import Source
+from otpylib_config.sources.base import DEFAULT_DEBOUNCE, Source
 from otpylib_config.sources.runtime import RuntimeSource
-from otpylib_config.watcher import DEFAULT_DEBOUNCE
 
 DEFAULT_RELOAD_INTERVAL = 30.0
 DEFAULT_WRITE_TIMEOUT = 5.0

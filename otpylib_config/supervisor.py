@@ -33,7 +33,7 @@ from otpylib.runtime import get_runtime
 from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
 from otpylib.supervisor import ONE_FOR_ONE, SHUTDOWN
 
-from otpylib_config import _otp_compat, client, push
+from otpylib_config import _otp_compat, client, source_watcher
 from otpylib_config.manager import ConfigManager
 from otpylib_config.notifier import ConfigNotifier
 from otpylib_config.pipeline import load_initial
@@ -97,8 +97,8 @@ def _watcher_specs(table: ConfigTable) -> list[supervisor.child_spec]:
     return [
         supervisor.child_spec(
             id=f"watch:{name}",
-            module=push.SourceWatcher,
-            args=push.WatchArgs(table, name),
+            module=source_watcher.SourceWatcher,
+            args=source_watcher.WatchArgs(table, name),
             name=table.watcher_name(name),
         )
         for name, state in table.sources.items()
@@ -164,7 +164,7 @@ async def shutdown(spec_id: str) -> None:
     if table is None:
         return
     client.unregister(table)
-    await push.stop_all(table)
+    await source_watcher.stop_all(table)
     await _cancel_leftovers(table)
     await table.persistence.close()  # waits for a compaction in flight
 

@@ -29,12 +29,12 @@ from otpylib import process
 from otpylib_config import _otp_compat, telemetry
 from otpylib_config.environment import EnvFileError, Environment
 from otpylib_config.errors import SourceError
+from otpylib_config.overrides import Overrides
 from otpylib_config.persistence import Persistence
 from otpylib_config.redact import Redactor, mask_url_passwords
 from otpylib_config.schema_shape import shape_of
 from otpylib_config.snapshot import Snapshot
 from otpylib_config.sources.base import Source, SourceContext
-from otpylib_config.sources.runtime import Overrides
 from otpylib_config.spec import ConfigSpec
 from otpylib_config.subscriptions import Change, Subscription, Subscriptions
 from otpylib_config.validation import Validator

@@ -26,7 +26,7 @@ import pytest
 
 from otpylib_config import Config, FileSource
 from otpylib_config.sources import file as file_module
-from otpylib_config.watcher import CLOSE_EVENTS
+from otpylib_config.sources.file_watch import CLOSE_EVENTS
 
 from .conftest import StartTree, eventually
 

@@ -19,7 +19,7 @@ from otpylib import process
 
 from otpylib_config import Config, FileSource, telemetry
 from otpylib_config.client import current_table
-from otpylib_config.watcher import CLOSE_EVENTS
+from otpylib_config.sources.file_watch import CLOSE_EVENTS
 
 from .conftest import Recorder, StartTree, eventually
 

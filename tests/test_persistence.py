@@ -20,8 +20,8 @@ import pytest
 
 from otpylib_config import Config, ConfigTree, DefaultsSource, RuntimeSource, persistence, telemetry
 from otpylib_config.errors import SourceError
+from otpylib_config.overrides import Overrides
 from otpylib_config.paths import parse_path
-from otpylib_config.sources.runtime import Overrides
 from otpylib_config.values import EMPTY, freeze
 
 from .conftest import StartTree, eventually

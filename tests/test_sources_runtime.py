@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from otpylib_config.errors import SourceError
+from otpylib_config.overrides import Override, Overrides
 from otpylib_config.paths import parse_path
-from otpylib_config.sources.runtime import Override, Overrides, RuntimeSource
+from otpylib_config.sources.runtime import RuntimeSource
 from otpylib_config.tree import MISSING, get_in
 from otpylib_config.values import EMPTY, Section, freeze
 

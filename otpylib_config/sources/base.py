@@ -16,7 +16,10 @@ from otpylib_config.environment import Environment
 from otpylib_config.paths import Path
 from otpylib_config.schema_shape import SchemaShape
 from otpylib_config.values import Section
-from otpylib_config.watcher import DEFAULT_DEBOUNCE
+
+DEFAULT_DEBOUNCE = 0.05
+"""Seconds a watched file must be quiet after an event before it counts as changed (a
+source that watches files uses it; here so that the contract needs no file watcher)."""
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,9 @@ from typing import Any
 import aiohttp
 import anyio.to_thread
 
+from otpylib_config.atomic import write_json_atomically
 from otpylib_config.errors import InvalidValueError, SourceError
 from otpylib_config.parsers import ParseError, format_of, parse
-from otpylib_config.persistence import write_json_atomically
 from otpylib_config.schema_shape import SchemaShape, coerce_at
 from otpylib_config.sources.base import Changed, Source, SourceContext
 from otpylib_config.sources.consul_kv import ConsulError, Entry, KVClient, KVRead, decode_entries

@@ -67,8 +67,14 @@ from otpylib_config.interpolate import InterpolationError, expand_file
 from otpylib_config.parsers import ParseError, format_of, parse
 from otpylib_config.paths import Path as KeyPath
 from otpylib_config.sources.base import Changed, NotReady, Source, SourceContext
+from otpylib_config.sources.file_watch import (
+    CLOSE_EVENTS,
+    Fingerprint,
+    Moment,
+    WatchedFile,
+    watch_paths,
+)
 from otpylib_config.values import Section
-from otpylib_config.watcher import CLOSE_EVENTS, Fingerprint, Moment, WatchedFile, watch_paths
 
 logger = logging.getLogger("otpylib_config")
 

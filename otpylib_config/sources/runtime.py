@@ -1,31 +1,15 @@
-"""The runtime layer that ``Config.put`` and ``Config.delete`` write.
-
-A put *replaces* the whole node at its path (so ``get(p)`` returns exactly what was put,
-even a section or ``None``) and a delete removes the override so that lower layers show
-through again. Overrides never nest: a put below an existing override edits that override's
-value, a put above existing overrides absorbs them. The structure is persistent (every
-operation returns a new :class:`Overrides`), so the manager can validate a change before it
-commits it and a crash can never leave it half-applied. Each :class:`Overrides` made by
-``put`` or ``delete`` also says which operation made it from which predecessor
-(:class:`Change`): that is what the journal of :mod:`otpylib_config.persistence` appends, so
-persisting a put costs the size of that put, not of all the overrides.
-"""
+"""The runtime layer's place among the sources: where ``Config.put`` writes, and where it
+is persisted. The overrides themselves are :mod:`otpylib_config.overrides`; the manager
+holds them, this source is never loaded."""
 
 from __future__ import annotations
 
 import os
-import time
-import weakref
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path as FilePath
-from typing import Any
 
 from otpylib_config.errors import SourceError
-from otpylib_config.paths import Path
 from otpylib_config.sources.base import Source
-from otpylib_config.tree import MISSING, get_in, remove_in, set_in
-from otpylib_config.values import EMPTY, Section
+from otpylib_config.values import Section
 
 
 class RuntimeSource(Source):
@@ -46,114 +30,3 @@ class RuntimeSource(Source):
 
     async def load(self) -> Section:
         raise NotImplementedError("the runtime layer is held by the manager, not loaded")
-
-
-@dataclass(frozen=True)
-class Override:
-    """One put: the value that replaces the node, and when it was made (for provenance)."""
-
-    value: Any
-    at: float = field(default_factory=time.time)
-
-
-@dataclass(frozen=True)
-class Change:
-    """The put or delete that made an :class:`Overrides` from its predecessor.
-
-    Replaying it (``put(path, value, at)`` or ``delete(path, at)``) on the predecessor gives
-    the same overrides again, which is what restoring a journal does. ``parent`` is a weak
-    reference, so that a chain of versions is never kept alive; it lets the journal check
-    that it is appending to the state it holds.
-    """
-
-    path: Path
-    value: Any  # what was put; None for a delete; the ``(path, value)`` pairs of a batch
-    at: float
-    deleted: bool
-    parent: weakref.ref[Overrides]
-    batch: bool = False  # ``put_many``: ``value`` holds every put, applied in order
-
-
-@dataclass(frozen=True)
-class Overrides:
-    """A persistent tree of sections whose leaves are :class:`Override` markers."""
-
-    root: Section = field(default_factory=lambda: EMPTY)
-    change: Change | None = field(default=None, compare=False, repr=False)
-    """How this version was made from the previous one; ``None`` if it was built directly."""
-
-    def put(self, path: Path, value: Any, at: float | None = None) -> tuple[Overrides, Path]:
-        """The new overrides, and the path whose effective value must be recomputed."""
-        at = time.time() if at is None else at
-        change = Change(path, value, at, False, weakref.ref(self))
-        above = self._override_above(path)
-        if above is not None:
-            holder, rest = path[:above], path[above:]
-            inner = get_in(self.root, holder).value
-            base = inner if isinstance(inner, Section) else EMPTY
-            replaced = Override(set_in(base, rest, value), at)
-            return Overrides(set_in(self.root, holder, replaced), change), holder
-        return Overrides(set_in(self.root, path, Override(value, at)), change), path
-
-    def put_many(
-        self, items: Sequence[tuple[Path, Any]], at: float | None = None
-    ) -> tuple[Overrides, list[Path]]:
-        """Every put of ``items`` in order, as ONE change (one journal record, so a crash
-        keeps all of them or none), and the paths whose effective values must be
-        recomputed."""
-        at = time.time() if at is None else at
-        overrides, roots = self, []
-        for path, value in items:
-            overrides, root = overrides.put(path, value, at)
-            roots.append(root)
-        change = Change((), tuple(items), at, False, weakref.ref(self), batch=True)
-        return Overrides(overrides.root, change), roots
-
-    def delete(self, path: Path, at: float | None = None) -> tuple[Overrides, Path] | None:
-        """Remove the override at or inside ``path``; ``None`` if there was none.
-
-        ``at``: when, which becomes the time of an override edited by a delete inside it.
-        """
-        at = time.time() if at is None else at
-        change = Change(path, None, at, True, weakref.ref(self))
-        above = self._override_above(path)
-        if above is not None:
-            holder, rest = path[:above], path[above:]
-            inner = get_in(self.root, holder).value
-            if not isinstance(inner, Section) or get_in(inner, rest) is MISSING:
-                return None
-            edited = Override(remove_in(inner, rest), at)
-            return Overrides(set_in(self.root, holder, edited), change), holder
-        if get_in(self.root, path) is MISSING:
-            return None
-        root = remove_in(self.root, path)
-        pruned = next(d for d in range(1, len(path) + 1) if get_in(root, path[:d]) is MISSING)
-        return Overrides(root, change), path[:pruned]
-
-    def apply(self, base: Any, path: Path = ()) -> Any:
-        """The effective value at ``path``: ``base`` (the lower layers' value there) with
-        every override at or below ``path`` laid over it."""
-        node = get_in(self.root, path) if path else self.root
-        return _apply(base, node)
-
-    def _override_above(self, path: Path) -> int | None:
-        """Length of the strict prefix of ``path`` that holds an override, if any."""
-        node: Any = self.root
-        for depth, segment in enumerate(path[:-1], start=1):
-            node = node.get(segment, MISSING)
-            if isinstance(node, Override):
-                return depth
-            if not isinstance(node, Section):
-                return None
-        return None
-
-
-def _apply(base: Any, node: Any) -> Any:
-    if node is MISSING or node is EMPTY:
-        return base
-    if isinstance(node, Override):
-        return node.value
-    merged = dict(base) if isinstance(base, Section) else {}
-    for key, child in node.items():
-        merged[key] = _apply(merged.get(key, MISSING), child)
-    return Section(merged)

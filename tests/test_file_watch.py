@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from otpylib_config.watcher import (
+from otpylib_config.sources.file_watch import (
     CLOSE_EVENTS,
     MAX_DELAY,
     FileWatcher,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from otpylib import process
 
-from otpylib_config import Config, DefaultsSource, push, telemetry
+from otpylib_config import Config, DefaultsSource, source_watcher, telemetry
 from otpylib_config.client import current_table
 from otpylib_config.sources.base import Changed, Source
 from otpylib_config.values import Section, freeze
@@ -63,14 +63,14 @@ class PushSource(Source):
 
 @pytest.fixture
 def crashable_watcher(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    original = push.SourceWatcher.handle_info
+    original = source_watcher.SourceWatcher.handle_info
 
     async def handle_info(self: Any, message: Any, state: Any) -> Any:
         if message == CRASH:
             raise RuntimeError("injected crash")
         return await original(self, message, state)
 
-    monkeypatch.setattr(push.SourceWatcher, "handle_info", handle_info)
+    monkeypatch.setattr(source_watcher.SourceWatcher, "handle_info", handle_info)
     yield
 
 
@@ -195,7 +195,7 @@ async def test_a_watch_loop_ends_with_its_owner_process(start_tree: StartTree) -
         await stop.wait()
 
     owner = await process.spawn(owner_body)
-    push.start(current_table(), source, owner)
+    source_watcher.start(current_table(), source, owner)
     await eventually(lambda: source.running == 1)
 
     stop.set()  # the owner exits normally, as a process killed by its supervisor would

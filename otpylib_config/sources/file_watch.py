@@ -76,10 +76,9 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-logger = logging.getLogger("otpylib_config")
+from otpylib_config.sources.base import DEFAULT_DEBOUNCE
 
-DEFAULT_DEBOUNCE = 0.05
-"""Seconds without a relevant event before ``on_change`` runs."""
+logger = logging.getLogger("otpylib_config")
 
 MAX_DELAY = 4
 """A report falls due this many debounces after its first event, quiet period or not."""
