@@ -1,16 +1,16 @@
-"""``ConfigManager``: the gen_server that serialises every write
-(docs/architecture.md, The one rule).
+"""``ConfigManager``: the gen_server that serialises every write, and the only writer of
+the table's configuration (docs/architecture.md, The one rule).
 
-The message protocol is in :mod:`otpylib_config.protocol`. Each handler computes the new
-state from the table without touching it, then commits with plain assignments and publishes
-one new snapshot; the requester's future is resolved only after that, so it reads its own
-write. No handler raises out of ``handle_info``: an error goes to the requester's future, or
-to the log, and the manager keeps serving (otpylib 0.5.18 would otherwise lose the reply or
-the process: a handler that raises leaves its caller waiting; docs/supervision.md).
+Its messages are the typed ones of :mod:`otpylib_config.protocol`; :func:`_dispatch` matches
+on their type, with a catch-all that logs and keeps serving. Each handler is a few lines:
+it asks :mod:`otpylib_config.commit` to compute (through the pipeline), commit and publish,
+then resolves the requester's future, so a writer reads its own write. No handler raises
+out of ``handle_info``: an error goes to the requester's future, or to the log (otpylib
+0.5.18 would otherwise lose the reply or the process; docs/supervision.md).
 
 A reload (requested, timed or pushed) reads its sources in a task outside the manager and
-comes back as ``(READ, ...)``; only applying the reading happens here, so source I/O never
-delays a put.
+comes back as :class:`~otpylib_config.protocol.ReadDone`; only applying the reading happens
+here, so source I/O never delays a put.
 
 Failure policy: at start-up a required source that fails makes ``init`` fail; afterwards a
 failing source keeps its last good layer, the error goes to the log, telemetry and
@@ -23,7 +23,6 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,25 +30,28 @@ from otpylib import process
 from otpylib.gen_server import NoReply, Reply
 from otpylib.module import GEN_SERVER, OTPModule
 
-from otpylib_config import _otp_compat, client, pipeline, telemetry
+from otpylib_config import _otp_compat, commit, counters, pipeline, registry, telemetry
 from otpylib_config.errors import ConfigError
-from otpylib_config.paths import Path
 from otpylib_config.protocol import (
-    DELETE,
     DOWN,
-    PUT,
-    PUT_MANY,
-    READ,
-    RELOAD,
-    SOURCE_CHANGED,
-    SOURCE_FAILED,
-    SUBSCRIBE,
     TICK,
-    UNSUBSCRIBE,
+    Delete,
+    Message,
+    Put,
+    PutMany,
+    ReadDone,
+    Reload,
+    ReloadResult,
+    SourceChanged,
+    SourceFailed,
+    Subscribe,
+    Tick,
+    Unsubscribe,
 )
 from otpylib_config.redact import frames_and
-from otpylib_config.subscriptions import Subscription, SubscriptionHandle
+from otpylib_config.subscriptions import SubscriptionHandle
 from otpylib_config.table import ConfigTable
+from otpylib_config.transport import tell_manager
 
 logger = logging.getLogger("otpylib_config")
 
@@ -69,10 +71,10 @@ class ConfigManager(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"): 
         state = ManagerState(table=table, pid=process.self())
         starts = table.track("manager")
         if table.snapshot is None:
-            await pipeline.load_initial(table)
+            await commit.initial(table)
         await _monitor_owners(state)
         await _arm_timer(state)
-        client.register(table)
+        registry.register(table)
         if starts > 1:
             _restarted(table)
             _start_reload(state, "restart", None, None)  # readings died with the last one
@@ -91,9 +93,9 @@ class ConfigManager(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"): 
             await _dispatch(state, message)
         except ConfigError as exc:  # a rejected request: the requester learns why
             _fail(message, exc)
-        except Exception as exc:  # the message may hold a secret value: log only its tag
+        except Exception as exc:  # the message may hold a secret value: log only its type
             text = frames_and(exc, type(exc).__name__)  # its message may quote a value
-            logger.error("config manager failed to handle a %s message:\n%s", _tag(message), text)
+            logger.error("config manager failed to handle a %s:\n%s", _tag(message), text)
             _fail(message, exc)
         return (NoReply(), state)
 
@@ -101,116 +103,125 @@ class ConfigManager(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"): 
         """Never called by otpylib 0.5.18; nothing here depends on it."""
 
 
-async def _dispatch(state: ManagerState, message: Any) -> None:
-    tag = message[0] if isinstance(message, tuple) and message else None
-    handler = _HANDLERS.get(tag)
-    if handler is not None:
-        await handler(state, *message[1:])
-    elif tag == DOWN:
-        await _owner_down(state, message[-2])
-    else:
-        logger.warning("config manager ignored an unexpected %s message", _tag(message))
+async def _dispatch(state: ManagerState, message: Message | Any) -> None:
+    match message:
+        case Put():
+            await _put(state, message)
+        case PutMany():
+            await _put_many(state, message)
+        case Delete():
+            await _delete(state, message)
+        case Reload():
+            _start_reload(state, message.reason, None, message.reply)
+        case ReadDone():
+            await _read_done(state, message)
+        case SourceChanged(name=name, layer=None):
+            _start_reload(state, f"changed:{name}", [name], None)
+        case SourceChanged(name=name, layer=layer):
+            await _pushed(state, name, layer)
+        case SourceFailed(name=name, error=error):
+            commit.failure(state.table, name, error, "watch")
+        case Subscribe():
+            await _subscribe(state, message)
+        case Unsubscribe():
+            await _unsubscribe(state, message)
+        case Tick():
+            await _tick(state)
+        case (tag, _ref, _kind, pid, _reason) if tag == DOWN:
+            await _owner_down(state, pid)
+        case _:
+            logger.warning("config manager ignored an unexpected %s", _tag(message))
 
 
 # -- writes ------------------------------------------------------------------------------
 
 
-async def _put(
-    state: ManagerState, fut: asyncio.Future[Any], segments: Path, path: str, value: Any
-) -> None:
+async def _put(state: ManagerState, put: Put) -> None:
     started = time.perf_counter()
-    overrides, root = state.table.overrides.put(segments, value)
-    await pipeline.apply_overrides(state.table, overrides, [root])
-    state.table.counters["puts"] += 1
-    _resolve(fut, None)
+    table = state.table
+    overrides, root = table.overrides.put(put.segments, put.value)
+    await commit.overrides(table, overrides, [root])
+    table.counters[counters.PUTS] += 1
+    _resolve(put.reply, None)
     if telemetry.has_handlers(telemetry.PUT):
+        _put_event(table, started, [(put.path, put.value)])
+
+
+async def _put_many(state: ManagerState, batch: PutMany) -> None:
+    """Every put of the batch, validated and published as one: all or nothing."""
+    started = time.perf_counter()
+    table = state.table
+    overrides, roots = table.overrides.put_many([(s, v) for s, _, v in batch.entries])
+    await commit.overrides(table, overrides, roots)
+    table.counters[counters.PUTS] += len(batch.entries)
+    _resolve(batch.reply, None)
+    if telemetry.has_handlers(telemetry.PUT):
+        _put_event(table, started, [(path, value) for _, path, value in batch.entries])
+
+
+def _put_event(table: ConfigTable, started: float, puts: list[tuple[str, Any]]) -> None:
+    duration = time.perf_counter() - started
+    version = _version(table)
+    for path, value in puts:
         telemetry.execute(
             telemetry.PUT,
-            {"duration_s": time.perf_counter() - started},
-            {
-                "path": path,
-                "value": state.table.redactor.value(path, value),
-                "version": _version(state),
-            },
+            {"duration_s": duration},
+            {"path": path, "value": table.redactor.value(path, value), "version": version},
         )
 
 
-async def _put_many(
-    state: ManagerState, fut: asyncio.Future[Any], entries: tuple[tuple[Path, str, Any], ...]
-) -> None:
-    """Every put of the batch, validated and published as one: all or nothing."""
+async def _delete(state: ManagerState, delete: Delete) -> None:
     started = time.perf_counter()
-    overrides, roots = state.table.overrides.put_many([(s, v) for s, _, v in entries])
-    await pipeline.apply_overrides(state.table, overrides, roots)
-    state.table.counters["puts"] += len(entries)
-    _resolve(fut, None)
-    if telemetry.has_handlers(telemetry.PUT):
-        duration = time.perf_counter() - started
-        for _, path, value in entries:
-            metadata = {"path": path, "value": state.table.redactor.value(path, value)}
-            telemetry.execute(
-                telemetry.PUT, {"duration_s": duration}, {**metadata, "version": _version(state)}
-            )
-
-
-async def _delete(state: ManagerState, fut: asyncio.Future[Any], segments: Path, path: str) -> None:
-    started = time.perf_counter()
-    outcome = state.table.overrides.delete(segments)
+    table = state.table
+    outcome = table.overrides.delete(delete.segments)
     if outcome is not None:
-        await pipeline.apply_overrides(state.table, outcome[0], [outcome[1]])
-        state.table.counters["deletes"] += 1
-    _resolve(fut, outcome is not None)
+        await commit.overrides(table, outcome[0], [outcome[1]])
+        table.counters[counters.DELETES] += 1
+    _resolve(delete.reply, outcome is not None)
     telemetry.execute(
         telemetry.DELETE,
         {"duration_s": time.perf_counter() - started},
-        {"path": path, "removed": outcome is not None, "version": _version(state)},
+        {"path": delete.path, "removed": outcome is not None, "version": _version(table)},
     )
 
 
 # -- reloads -----------------------------------------------------------------------------
 
 
-async def _reload_request(state: ManagerState, fut: asyncio.Future[Any], reason: str) -> None:
-    _start_reload(state, reason, None, fut)
-
-
-async def _source_changed(state: ManagerState, name: str) -> None:
-    _start_reload(state, f"changed:{name}", [name], None)
-
-
 def _start_reload(
-    state: ManagerState, reason: str, only: list[str] | None, fut: asyncio.Future[Any] | None
+    state: ManagerState,
+    reason: str,
+    only: list[str] | None,
+    reply: asyncio.Future[ReloadResult] | None,
 ) -> None:
     """Read the sources in a task of its own; the manager applies the reading when it comes
-    back as ``(READ, ...)``, so puts never wait for the sources' I/O. The task belongs to
+    back as ``ReadDone``, so puts never wait for the sources' I/O. The task belongs to
     this manager: if it dies, the reading dies with it and its successor reads again."""
     table = state.table
 
     async def read_and_return() -> None:
         reading = await pipeline.read(table, reason, only)
-        await client.tell_manager(table, (READ, fut, reading))  # by name: survives a restart
+        await tell_manager(table, ReadDone(reply, reading))  # by name: survives a restart
 
     loop = asyncio.get_running_loop()
     task = loop.create_task(read_and_return(), context=contextvars.Context())
-    table.tasks.add(task)
-    task.add_done_callback(table.tasks.discard)
+    table.reading_tasks.add(task)
+    task.add_done_callback(table.reading_tasks.discard)
     _otp_compat.bind_task(state.pid, task)
 
 
-async def _read(
-    state: ManagerState, fut: asyncio.Future[Any] | None, reading: pipeline.Reading
-) -> None:
-    if reading.reason == "timer":
+async def _read_done(state: ManagerState, done: ReadDone) -> None:
+    if done.reading.reason == "timer":
         state.timer_reading = False
-    result = await pipeline.apply(state.table, reading)
-    if fut is not None:
-        _resolve(fut, result)
+    result = await commit.reading(state.table, done.reading)
+    if done.reply is not None:
+        _resolve(done.reply, result)
 
 
-async def _source_failed(state: ManagerState, name: str, error: str) -> None:
-    source = state.table.sources.get(name)
-    if source is not None:
-        state.table.record_failure(source, error, stage="watch")
+async def _pushed(state: ManagerState, name: str, layer: Any) -> None:
+    """A push source's watch handed over its layer: apply it as a reading of that source."""
+    if name in state.table.sources:
+        await commit.reading(state.table, pipeline.pushed(state.table, name, layer))
 
 
 async def _tick(state: ManagerState) -> None:
@@ -225,26 +236,27 @@ async def _tick(state: ManagerState) -> None:
 async def _arm_timer(state: ManagerState) -> None:
     interval = state.table.spec.reload_interval
     if interval is not None:
-        await process.send_after(interval, state.pid, (TICK,))
+        await process.send_after(interval, state.pid, TICK)
 
 
 # -- subscriptions -----------------------------------------------------------------------
 
 
-async def _subscribe(state: ManagerState, fut: asyncio.Future[Any], sub: Subscription) -> None:
+async def _subscribe(state: ManagerState, request: Subscribe) -> None:
+    sub = request.subscription
     if sub.id not in state.table.subscriptions.by_id:
-        sub.since = _version(state)  # changes published before now are not its events
+        sub.since = _version(state.table)  # changes published before now are not its events
     added = state.table.subscriptions.add(sub)
     if added and sub.owner is not None and not await _monitor(state, sub.owner):
         state.table.subscriptions.remove(sub.id)  # the subscriber exited already
-    _resolve(fut, SubscriptionHandle(sub.id, sub.pattern))
+    _resolve(request.reply, SubscriptionHandle(sub.id, sub.pattern))
 
 
-async def _unsubscribe(state: ManagerState, fut: asyncio.Future[Any], sub_id: int) -> None:
-    sub = state.table.subscriptions.remove(sub_id)
+async def _unsubscribe(state: ManagerState, request: Unsubscribe) -> None:
+    sub = state.table.subscriptions.remove(request.sub_id)
     if sub is not None and sub.owner is not None:
         await _demonitor_if_unused(state, sub.owner)
-    _resolve(fut, sub is not None)
+    _resolve(request.reply, sub is not None)
 
 
 async def _owner_down(state: ManagerState, pid: Any) -> None:
@@ -295,30 +307,18 @@ def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
 
 
 def _fail(message: Any, exc: BaseException) -> None:
-    if isinstance(message, tuple) and len(message) > 1 and isinstance(message[1], asyncio.Future):
-        fut = message[1]
-        if not fut.done():
-            fut.set_exception(exc)
+    """Fail the request's reply, if the message is a request (or a reading with a reply)."""
+    reply = getattr(message, "reply", None) if isinstance(message, Message) else None
+    if reply is not None and not reply.done():
+        reply.set_exception(exc)
 
 
 def _tag(message: Any) -> str:
-    tag = message[0] if isinstance(message, tuple) and message else type(message).__name__
-    return str(tag)[:80]
+    """What to call a message in a log line: its type (its data may hold a secret)."""
+    if isinstance(message, tuple) and message and message[0] == DOWN:
+        return "DOWN"
+    return type(message).__name__[:80]
 
 
-def _version(state: ManagerState) -> int:
-    return state.table.snapshot.version if state.table.snapshot else 0
-
-
-_HANDLERS: dict[Any, Callable[..., Awaitable[None]]] = {
-    PUT: _put,
-    PUT_MANY: _put_many,
-    DELETE: _delete,
-    RELOAD: _reload_request,
-    SOURCE_CHANGED: _source_changed,
-    SOURCE_FAILED: _source_failed,
-    SUBSCRIBE: _subscribe,
-    UNSUBSCRIBE: _unsubscribe,
-    TICK: _tick,
-    READ: _read,
-}
+def _version(table: ConfigTable) -> int:
+    return table.snapshot.version if table.snapshot else 0

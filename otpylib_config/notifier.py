@@ -1,8 +1,10 @@
 """``ConfigNotifier``: runs subscriber callbacks, never inside the manager
 (docs/architecture.md, Paths, patterns and events).
 
-The manager queues events on each subscription and sends ``(WAKE,)``; the notifier starts
-one delivery task per subscription with pending events. A delivery task calls its
+The manager hands each published change to the table's delivery queue
+(:mod:`otpylib_config.delivery`) and sends ``Wake``; the notifier turns queued changes into
+each subscription's pending events and starts one delivery task per subscription with
+pending events. A delivery task calls its
 subscription's callback for one event at a time, in order, so a callback that raises, hangs
 or is slow delays only its own subscription. Tasks run in an empty ``contextvars`` context:
 a callback is not inside any otpylib process, so it may use ``gen_server.call`` or
@@ -29,9 +31,9 @@ from otpylib import process
 from otpylib.gen_server import NoReply, Reply
 from otpylib.module import GEN_SERVER, OTPModule
 
-from otpylib_config import _otp_compat, telemetry
+from otpylib_config import _otp_compat, counters, telemetry
 from otpylib_config.errors import ConfigError
-from otpylib_config.protocol import WAKE
+from otpylib_config.protocol import WAKE, Wake
 from otpylib_config.redact import frames_and
 from otpylib_config.subscriptions import Subscription
 from otpylib_config.table import ConfigTable
@@ -46,11 +48,12 @@ ERROR_LOG_INTERVAL_S = 60.0
 class ConfigNotifier(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"):  # type: ignore[metaclass,call-arg]  # untyped
     async def init(self, table: ConfigTable) -> ConfigTable:
         table.track("notifier")
-        table.wake_sent = False
-        table.ready.update(sub for sub in table.subscriptions.by_id.values() if sub.pending)
+        delivery = table.delivery
+        delivery.wake_sent = False
+        delivery.ready.update(s for s in table.subscriptions.by_id.values() if s.pending)
         start_deliveries(table)
-        if table.changes:  # its predecessor died mid-way: resume (no mailbox wait in init)
-            await process.send(process.self(), (WAKE,))
+        if delivery.changes:  # its predecessor died mid-way: resume (no mailbox wait in init)
+            await process.send(process.self(), WAKE)
         return table
 
     async def handle_call(self, request: Any, from_: Any, table: ConfigTable) -> Any:
@@ -60,8 +63,8 @@ class ConfigNotifier(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"):
         return (NoReply(), table)
 
     async def handle_info(self, message: Any, table: ConfigTable) -> Any:
-        if message == (WAKE,):
-            table.wake_sent = False
+        if isinstance(message, Wake):
+            table.delivery.wake_sent = False
             await _expand(table)
         else:
             logger.warning("config notifier ignored an unexpected %s", type(message).__name__)
@@ -74,15 +77,9 @@ class ConfigNotifier(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"):
 async def _expand(table: ConfigTable) -> None:
     """Turn published changes into events, a slice of ``YIELD_AFTER_S`` at a time, and
     start deliveries after each slice so callbacks need not wait for the whole change."""
-    while table.changes:
-        change = table.changes[0]
-        touched = table.subscriptions.expand(change, time.monotonic() + YIELD_AFTER_S)
-        table.ready.update(sub for sub in touched if sub.pending and sub.task is None)
-        if change.cursor >= len(change.changed):
-            table.changes.popleft()
+    while table.delivery.expand(table.subscriptions, YIELD_AFTER_S):
         start_deliveries(table)
-        if table.changes:
-            await asyncio.sleep(0)
+        await asyncio.sleep(0)
     start_deliveries(table)
 
 
@@ -91,13 +88,14 @@ def start_deliveries(table: ConfigTable) -> None:
     notifier process, which owns the tasks)."""
     loop = asyncio.get_running_loop()
     owner = process.self()
-    while table.ready:
-        sub = table.ready.pop()
+    delivery = table.delivery
+    while delivery.ready:
+        sub = delivery.ready.pop()
         if sub.active and sub.pending and sub.task is None:
             task = loop.create_task(_deliver(table, sub), context=contextvars.Context())
             sub.task = task
-            table.tasks.add(task)
-            task.add_done_callback(table.tasks.discard)
+            delivery.tasks.add(task)
+            task.add_done_callback(delivery.tasks.discard)
             _otp_compat.bind_task(owner, task)
 
 
@@ -121,15 +119,15 @@ async def _deliver(table: ConfigTable, sub: Subscription) -> None:
     finally:
         sub.task = None
         if sub.active and sub.pending:  # interrupted: whoever starts deliveries next sees it
-            table.ready.add(sub)
+            table.delivery.ready.add(sub)
             _wake_soon(table)
 
 
 def _wake_soon(table: ConfigTable) -> None:
     """Ask the (maybe restarted) notifier to start deliveries, from a task that cannot wait."""
-    if not table.wake_sent:
-        table.wake_sent = True
-        asyncio.get_running_loop().create_task(process.send(table.notifier_name, (WAKE,)))
+    if not table.delivery.wake_sent:
+        table.delivery.wake_sent = True
+        asyncio.get_running_loop().create_task(process.send(table.notifier_name, WAKE))
 
 
 async def _call(table: ConfigTable, sub: Subscription, path: str, old: Any, new: Any) -> None:
@@ -138,9 +136,9 @@ async def _call(table: ConfigTable, sub: Subscription, path: str, old: Any, new:
         if inspect.isawaitable(result):
             async with asyncio.timeout(table.spec.callback_timeout):
                 await result
-        table.counters["events_delivered"] += 1
+        table.delivery.counters[counters.EVENTS_DELIVERED] += 1
     except Exception as exc:
-        table.counters["subscriber_errors"] += 1
+        table.delivery.counters[counters.SUBSCRIBER_ERRORS] += 1
         error = "timed out" if isinstance(exc, TimeoutError) else _describe(table, exc)
         _log_failure(sub, path, error, exc)
         telemetry.execute(

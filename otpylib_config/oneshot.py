@@ -20,8 +20,8 @@ import concurrent.futures
 import dataclasses
 from typing import Any
 
+from otpylib_config import commit
 from otpylib_config.client import dump, lookup, model_of
-from otpylib_config.pipeline import load_initial
 from otpylib_config.provenance import Explanation, explain
 from otpylib_config.sources.runtime import RuntimeSource
 from otpylib_config.spec import ConfigSpec
@@ -61,8 +61,8 @@ def load(spec: ConfigSpec) -> LoadedConfig:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        asyncio.run(load_initial(table, accept=False))
+        asyncio.run(commit.initial(table, accept=False))
     else:
         with concurrent.futures.ThreadPoolExecutor(1, "otpylib-config-load") as pool:
-            pool.submit(asyncio.run, load_initial(table, accept=False)).result()
+            pool.submit(asyncio.run, commit.initial(table, accept=False)).result()
     return LoadedConfig(table)

@@ -53,7 +53,7 @@ from otpylib_config.tree import build
 from otpylib_config.values import Section, freeze
 
 if TYPE_CHECKING:
-    from otpylib_config.table import ConfigTable
+    pass
 
 logger = logging.getLogger("otpylib_config")
 
@@ -87,12 +87,12 @@ class Persistence:
         self.compaction: asyncio.Task[None] | None = None
         """The compaction in flight, if any (``close`` waits for it)."""
 
-    async def restore(self, table: ConfigTable) -> None:
-        """Load the saved overrides into ``table``. Raises ``SourceError`` if the file's
-        directory is missing or not writable; a file that does not read back is moved aside
-        and recorded as a failure of the runtime source, and the tree starts without it."""
+    async def restore(self) -> tuple[Overrides | None, str | None]:
+        """The saved overrides (``None`` if nothing is persisted), and the error if the file
+        did not read back: it was moved aside, and the tree starts without it. Raises
+        ``SourceError`` if the file's directory is missing or not writable."""
         if self._store is None:
-            return
+            return None, None
         try:
             error = await anyio.to_thread.run_sync(self._store.recover)
         except OSError as exc:
@@ -101,11 +101,7 @@ class Persistence:
             ) from exc
         assert self._store.saved is not None
         self._restored = True
-        table.overrides = self._store.saved
-        if error is None:
-            table.runtime_state.succeeded(Section())
-        else:
-            table.record_failure(table.runtime_state, error, stage="restore")
+        return self._store.saved, error
 
     async def save(self, overrides: Overrides) -> None:
         """Make ``overrides`` durable before the put or delete that made it is acknowledged:

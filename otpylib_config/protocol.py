@@ -1,53 +1,53 @@
-"""The manager's message protocol, in one place.
+"""The manager's message protocol, in one place: every message it takes, and the reply.
 
-Every write is a message to the ``ConfigManager`` process, tagged with an atom created here
-at import time (paths and other request data never become atoms). Requests carry an asyncio
-future that the manager resolves after it has published, or fails with the error; clients
-await it instead of using ``gen_server.call`` (docs/architecture.md, The one rule).
+Every write is a message to the ``ConfigManager`` process: a small frozen object of one of
+the types below, which the manager dispatches on by type (``manager._dispatch``), with an
+explicit catch-all that logs and keeps serving. A *request* carries ``reply``, an asyncio
+future that the manager resolves after it has committed and published, or fails with the
+error; the client awaits it instead of using ``gen_server.call`` (docs/architecture.md,
+The one rule). A *notice* has no reply. Paths and other request data never become atoms.
 
-===================================  ====================================================
-message                              result the future gets
-===================================  ====================================================
-``(PUT, fut, segments, path, value)``  ``None``; ``value`` is already frozen by the client
-``(PUT_MANY, fut, entries)``           ``None``; ``entries``: ``(segments, path, value)``
-                                       triples, published as one version or not at all
-``(DELETE, fut, segments, path)``      ``True`` if a runtime override was removed
-``(RELOAD, fut, reason)``              :class:`ReloadResult`
-``(SUBSCRIBE, fut, subscription)``     :class:`SubscriptionHandle` (idempotent by id)
-``(UNSUBSCRIBE, fut, sub_id)``         ``True`` if the subscription existed
-``(SOURCE_CHANGED, name)``             no future: a push source changed; reload just it
-``(SOURCE_FAILED, name, error)``       no future: a push source's watch failed; record it
-``(READ, fut, reading)``               a reload's sources were read (by a task, not the
-                                       manager): apply it; ``fut`` (or ``None``) gets
-                                       the :class:`ReloadResult`
-``(TICK,)``                            no future: the reload timer, via ``send_after``
-``(DOWN, ref, ..., pid, reason)``      no future: a subscriber process exited
-===================================  ====================================================
+===============================  ===========================  ==============================
+message                          sent by                      ``reply`` gets
+===============================  ===========================  ==============================
+:class:`Put`                     ``Config.put``               ``None`` once published
+:class:`PutMany`                 ``Config.put_many``          ``None``; one version or none
+:class:`Delete`                  ``Config.delete``            ``True`` if an override went
+:class:`Reload`                  ``Config.reload``            :class:`ReloadResult`
+:class:`Subscribe`               ``Config.subscribe``         :class:`SubscriptionHandle`
+:class:`Unsubscribe`             ``Config.unsubscribe``       ``True`` if it existed
+:class:`ReadDone`                the manager's reading task   :class:`ReloadResult`, if
+                                                              ``reply`` is not ``None``
+:class:`SourceChanged`           a source's watcher process   notice: reload (or apply) it
+:class:`SourceFailed`            a source's watcher process   notice: record the error
+:class:`Tick`                    ``send_after`` (the timer)   notice: reload every source
+``(DOWN, ref, kind, pid, why)``  otpylib, for a monitor       notice: a subscriber exited
+===============================  ===========================  ==============================
 
-Errors a future can get: ``ValidationError`` (nothing changed), ``ConfigError`` subclasses
-for bad requests. Anything else the manager logs, and it keeps serving.
-The notifier process receives only ``(WAKE,)``: some subscriptions have pending events.
+A reply's errors: ``ValidationError`` (nothing changed) or another ``ConfigError`` for a
+bad request; anything else the manager logs, and it keeps serving.
+
+The notifier takes one message, :class:`Wake`: some subscriptions have pending events.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from otpylib import atom
 
-PUT = atom.ensure("otpylib_config.put")
-PUT_MANY = atom.ensure("otpylib_config.put_many")
-DELETE = atom.ensure("otpylib_config.delete")
-RELOAD = atom.ensure("otpylib_config.reload")
-SUBSCRIBE = atom.ensure("otpylib_config.subscribe")
-UNSUBSCRIBE = atom.ensure("otpylib_config.unsubscribe")
-SOURCE_CHANGED = atom.ensure("otpylib_config.source_changed")
-SOURCE_FAILED = atom.ensure("otpylib_config.source_failed")
-TICK = atom.ensure("otpylib_config.tick")
-READ = atom.ensure("otpylib_config.read")
-WAKE = atom.ensure("otpylib_config.wake")
+from otpylib_config.paths import Path
+from otpylib_config.values import Section
+
+if TYPE_CHECKING:
+    from otpylib_config.pipeline import Reading
+    from otpylib_config.subscriptions import Subscription, SubscriptionHandle
+
 DOWN = atom.ensure("DOWN")
+"""The tag of otpylib's monitor message; the one message not made here."""
 
 
 @dataclass(frozen=True)
@@ -58,3 +58,98 @@ class ReloadResult:
     version: int
     changed: tuple[str, ...] = ()
     errors: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Set the runtime override at ``segments``; ``value`` was frozen by the client."""
+
+    reply: asyncio.Future[None]
+    segments: Path
+    path: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class PutMany:
+    """Set several overrides as one version, all or nothing; ``(segments, path, value)``."""
+
+    reply: asyncio.Future[None]
+    entries: tuple[tuple[Path, str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Remove the runtime override at or below ``segments``."""
+
+    reply: asyncio.Future[bool]
+    segments: Path
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reload:
+    """Read every source now (``reason`` is for telemetry)."""
+
+    reply: asyncio.Future[ReloadResult]
+    reason: str = "request"
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Add ``subscription`` (idempotent by its id, so a retried request adds it once)."""
+
+    reply: asyncio.Future[SubscriptionHandle]
+    subscription: Subscription
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    reply: asyncio.Future[bool]
+    sub_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadDone:
+    """A reading task read its sources outside the manager: apply ``reading`` now."""
+
+    reply: asyncio.Future[ReloadResult] | None
+    reading: Reading
+
+
+@dataclass(frozen=True, slots=True)
+class SourceChanged:
+    """Source ``name`` may have changed. ``layer``: what its watch already read, to apply
+    as it stands; ``None``: reload just that source."""
+
+    name: str
+    layer: Section | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFailed:
+    """Source ``name``'s watch failed with ``error`` (already free of secrets)."""
+
+    name: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The reload timer fired."""
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """To the notifier: some subscriptions have pending events, or changes wait to be
+    turned into events."""
+
+
+Request = Put | PutMany | Delete | Reload | Subscribe | Unsubscribe
+"""The messages that carry a ``reply`` the client waits for."""
+
+Message = Request | ReadDone | SourceChanged | SourceFailed | Tick
+"""Every message the manager takes, besides otpylib's ``DOWN``."""
+
+TICK = Tick()
+WAKE = Wake()

@@ -2,8 +2,9 @@
 (docs/architecture.md, The reload path; docs/supervision.md).
 
 A push source (a watched file, a Consul prefix) says through :meth:`Source.watch` when it
-may have changed; its watcher process turns that into ``(SOURCE_CHANGED, name)`` for the
-manager, which reloads just that source, validates, diffs and notifies. The watcher never
+may have changed; its watcher process turns that into a ``SourceChanged`` notice for the
+manager, which reloads just that source (or applies the layer the watch already read),
+validates, diffs and notifies. The watcher never
 touches the table's configuration: every write stays with the manager.
 
 The watch loop runs as a task the process owns, outside any process context (like the
@@ -28,12 +29,13 @@ from otpylib.gen_server import NoReply, Reply
 from otpylib.module import GEN_SERVER, OTPModule
 
 from otpylib_config import _otp_compat
-from otpylib_config.client import tell_manager
 from otpylib_config.errors import ConfigError
-from otpylib_config.protocol import SOURCE_CHANGED, SOURCE_FAILED
+from otpylib_config.protocol import SourceChanged, SourceFailed
 from otpylib_config.redact import mask_url_passwords
 from otpylib_config.sources.base import Source
 from otpylib_config.table import ConfigTable
+from otpylib_config.transport import tell_manager
+from otpylib_config.values import Section
 
 logger = logging.getLogger("otpylib_config")
 
@@ -105,8 +107,8 @@ async def _watch(table: ConfigTable, source: Source) -> None:
     jitter, and starts again from the first once a watch has run longer than the max.
     """
 
-    async def changed() -> None:
-        await tell_manager(table, (SOURCE_CHANGED, source.name))
+    async def changed(layer: Section | None = None) -> None:
+        await tell_manager(table, SourceChanged(source.name, layer))
 
     loop = asyncio.get_running_loop()
     failures = 0
@@ -125,7 +127,7 @@ async def _watch(table: ConfigTable, source: Source) -> None:
             log = logger.warning if failures == 1 else logger.debug
             text = mask_url_passwords(str(exc))  # its text may hold a URL's password
             log("watching %s failed (%s); retrying in %.2fs", source.name, text, delay)
-            await tell_manager(table, (SOURCE_FAILED, source.name, _describe(source, exc)))
+            await tell_manager(table, SourceFailed(source.name, _describe(source, exc)))
             await asyncio.sleep(delay)
 
 

@@ -33,10 +33,9 @@ from otpylib.runtime import get_runtime
 from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
 from otpylib.supervisor import ONE_FOR_ONE, SHUTDOWN
 
-from otpylib_config import _otp_compat, client, source_watcher
+from otpylib_config import _otp_compat, commit, registry, source_watcher
 from otpylib_config.manager import ConfigManager
 from otpylib_config.notifier import ConfigNotifier
-from otpylib_config.pipeline import load_initial
 from otpylib_config.protocol import DOWN
 from otpylib_config.spec import ConfigSpec
 from otpylib_config.table import ConfigTable, supervisor_name
@@ -114,7 +113,7 @@ def child_spec(spec: ConfigSpec) -> supervisor.child_spec:
     keeps every acknowledged put and subscription.
     """
     _otp_compat.install()
-    table = client.table_for(spec.id)
+    table = registry.table_for(spec.id)
     if table is None or table.spec is not spec or table.stopped is not None:
         table = ConfigTable(spec)
     return supervisor.child_spec(
@@ -153,7 +152,7 @@ async def shutdown(spec_id: str) -> None:
     Bounded: a callback task that ignores cancellation is left behind after
     ``ConfigSpec.stop_timeout`` and named in a warning.
     """
-    table = client.table_for(spec_id)
+    table = registry.table_for(spec_id)
     if table is not None:
         table.stop_for_good("stopped by shutdown()", expected=True)
     owner = process.whereis(owner_name(spec_id))
@@ -163,7 +162,7 @@ async def shutdown(spec_id: str) -> None:
         await in_process(lambda: _stop_and_wait(pid, message, _stop_timeout(table)))
     if table is None:
         return
-    client.unregister(table)
+    registry.unregister(table)
     await source_watcher.stop_all(table)
     await _cancel_leftovers(table)
     await table.persistence.close()  # waits for a compaction in flight
@@ -176,11 +175,12 @@ def _stop_timeout(table: ConfigTable | None) -> float:
 async def _cancel_leftovers(table: ConfigTable) -> None:
     """Cancel tasks no process owned any more (there should be none) and say which did
     not stop in time: asyncio cannot end a task that swallows its cancellation."""
-    for task in list(table.tasks):
+    tasks = [*table.reading_tasks, *table.delivery.tasks]
+    for task in tasks:
         task.cancel()
-    if not table.tasks:
+    if not tasks:
         return
-    _, pending = await asyncio.wait(list(table.tasks), timeout=table.spec.stop_timeout)
+    _, pending = await asyncio.wait(tasks, timeout=table.spec.stop_timeout)
     if pending:
         logger.warning(
             "config tree %s stopped, but %d task(s) ignored cancellation and still run "
@@ -223,7 +223,7 @@ async def start(spec: ConfigSpec) -> ConfigTree:
     try:
         if process.whereis(owner_name(spec.id)) or process.whereis(table.supervisor_name):
             raise RuntimeError(f"Supervisor name '{table.supervisor_name}' is already registered")
-        await load_initial(table)
+        await commit.initial(table)  # before any process: a bad config fails start()
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await process.spawn(_own, args=[table, ready], name=owner_name(spec.id))
         await asyncio.wait_for(ready, _START_TIMEOUT_S)

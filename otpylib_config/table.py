@@ -1,16 +1,7 @@
-"""The state that outlives a crash of the manager, like an ETS table with an heir.
+"""The state of a config tree (:class:`ConfigTable`), and what ``status()`` reports of it.
 
-The supervisor's child specs pass the same ``ConfigTable`` to every restart of the manager
-and the notifier, so the runtime layer, the subscriptions, each source's last good layer and
-the published snapshot survive any crash. The configuration in it (layers, overrides,
-snapshot, subscriptions) is written by the manager only; readers only read ``snapshot``.
-The notifier owns what delivery needs: it takes subscriptions from ``ready``, pops
-``changes`` and moves their cursors, and drains each subscription's ``pending`` queue (all on
-the one event loop, so no step of either is interrupted by the other). Tasks (reload
-readings, deliveries, watch loops) belong to the process that started them and are
-cancelled when it ends (``_otp_compat.bind_task``); ``tasks`` and ``watch_tasks`` list
-them for ``shutdown``. ``health`` records every process of the tree as it starts and ends,
-for ``status()``.
+:class:`ConfigTable` documents each field's shape, its one writer and its readers; see
+docs/architecture.md, The one state object.
 """
 
 from __future__ import annotations
@@ -19,14 +10,15 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from otpylib import process
 
-from otpylib_config import _otp_compat, telemetry
+from otpylib_config import _otp_compat, counters, telemetry
+from otpylib_config.delivery import Delivery
 from otpylib_config.environment import EnvFileError, Environment
 from otpylib_config.errors import SourceError
 from otpylib_config.overrides import Overrides
@@ -36,7 +28,7 @@ from otpylib_config.schema_shape import shape_of
 from otpylib_config.snapshot import Snapshot
 from otpylib_config.sources.base import Source, SourceContext
 from otpylib_config.spec import ConfigSpec
-from otpylib_config.subscriptions import Change, Subscription, Subscriptions
+from otpylib_config.subscriptions import Subscriptions
 from otpylib_config.validation import Validator
 from otpylib_config.values import EMPTY, Section
 
@@ -143,6 +135,8 @@ class Status:
     subscriptions: int
     sources: tuple[SourceStatus, ...]
     counters: Mapping[str, int]
+    """How often each thing happened, by the names in :mod:`otpylib_config.counters`
+    (one that never happened is absent)."""
     profile: str | None = None
     last_validation_error: str | None = None
     processes: tuple[ProcessStatus, ...] = ()
@@ -162,31 +156,75 @@ class Status:
 
 @dataclass(eq=False, repr=False)
 class ConfigTable:
+    """The one state record of a config tree, like ``application_controller``'s state: what
+    outlives a crash of any of its processes (an ETS table with an heir).
+
+    The supervisor's child specs pass the same table to every restart of the manager, the
+    notifier and the watchers, so the runtime layer, the subscriptions, each source's last
+    good layer and the published snapshot survive any crash. Everything runs on one event
+    loop. Each field says its shape, its one writer, and who reads it; *manager* means the
+    manager process, through :mod:`otpylib_config.commit`, and the first load, which runs
+    before the tree's processes exist (in ``start``, the manager's ``init`` or ``load``);
+    *readers* are the ``Config`` calls of any task.
+    """
+
     spec: ConfigSpec
+    """The tree's options, as given. Never written."""
     sources: dict[str, SourceState] = field(init=False)
+    """By name, in priority order (lowest first): each source's last good layer, health,
+    newest applied reading. Writer: manager. Readers: pipeline, ``status``, ``explain``."""
     runtime_state: SourceState = field(init=False)
+    """The persisted runtime layer's health. Writer: manager. Reader: ``status``."""
     redactor: Redactor = field(init=False)
+    """Which paths are secret; it learns the leaves of secret sources and the schema's
+    secret fields. Writer: manager. Readers: everything that shows a value."""
     validator: Validator = field(init=False)
+    """The schema and validators. Never written after construction."""
     persistence: Persistence = field(init=False)
+    """The runtime layer's journal on disk. Used by the manager (restore, save), closed by
+    ``shutdown``."""
     last_validation_error: str | None = None
+    """Why the last configuration was rejected, until one passes. Writer: manager."""
     profile: str | None = field(init=False)
+    """The active profile, resolved once before the first load. Writer: manager (init)."""
     environment: Environment = field(init=False)
+    """The tree's one environment (process variables over ``env_file``). Read by sources."""
     overrides: Overrides = field(default_factory=Overrides)
-    base: Section = field(
-        default_factory=lambda: EMPTY
-    )  # the merged layers of every source but the runtime one
-    snapshot: Snapshot | None = None  # None until the first load
+    """The runtime layer (persistent tree of puts). Writer: manager. Readers: pipeline,
+    ``explain``."""
+    base: Section = field(default_factory=lambda: EMPTY)
+    """Every source's layer merged, without the runtime layer, so a put recomputes only
+    its path. Writer: manager. Reader: pipeline."""
+    snapshot: Snapshot | None = None
+    """The published configuration (``None`` until the first load), replaced whole by one
+    assignment per version. Writer: manager. Readers: every read, lock-free."""
     subscriptions: Subscriptions = field(default_factory=Subscriptions)
-    changes: deque[Change] = field(default_factory=deque)  # published, not yet events
-    ready: set[Subscription] = field(default_factory=set)  # have events, need a drain task
-    wake_sent: bool = False
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)  # deliveries and readings
-    watch_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # by source name
+    """Every subscription, with its pattern trie and pending events. Writer: manager (add,
+    remove); the pending queues are filled and drained through ``delivery``."""
+    delivery: Delivery = field(default_factory=Delivery)
+    """The queue from the manager to the notifier (:mod:`otpylib_config.delivery`, which
+    says which end writes what)."""
+    reading_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    """Reload readings in flight, each bound to the manager that started it. Writer: the
+    manager (a task removes itself when done). Reader: ``shutdown``."""
+    watch_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    """Each push source's watch loop, by source name. Writer: that source's watcher
+    process (and ``shutdown``, which cancels them all)."""
     counters: Counter[str] = field(default_factory=Counter)
-    health: dict[str, ProcessHealth] = field(default_factory=dict)  # by role
-    stopped: str | None = None  # why the tree is stopped for good; writes fail at once
+    """The manager's counters (:mod:`otpylib_config.counters`). Writer: manager. Reader:
+    ``status``, with the notifier's from ``delivery``."""
+    health: dict[str, ProcessHealth] = field(default_factory=dict)
+    """Every process of the tree by role, across restarts. Writer: each process for its
+    own role, when it starts and (by its exit hook) when it ends. Reader: ``status``."""
+    stopped: str | None = None
+    """Why the tree is stopped for good (writes then fail at once). Writer: the tree's
+    owner process, or ``shutdown``. Readers: the transport, ``status``."""
     sub_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    """Subscription ids, drawn by the subscribing client so a retried request is the same
+    subscription."""
     reading_seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    """Reading numbers, drawn as a reading starts, so an older one is never applied over a
+    newer one."""
 
     def __post_init__(self) -> None:
         self.sources = {s.name: SourceState(s) for s in self.spec.sources}
@@ -209,7 +247,7 @@ class ConfigTable:
             error = mask_url_passwords(error)
         repeated = state.last_error == error
         state.failed(error)
-        self.counters[f"source_{stage}_errors"] += 1
+        self.counters[counters.source_errors(stage)] += 1
         log = logger.debug if repeated else logger.warning
         log(
             "config source %s failed (%s), keeping its last good layer: %s",
@@ -325,7 +363,7 @@ class ConfigTable:
             manager_restarts=self.restarts("manager"),
             subscriptions=len(self.subscriptions),
             sources=tuple(_source_status(state, now) for state in self._all_states()),
-            counters=dict(self.counters),
+            counters={**self.counters, **self.delivery.counters},
             profile=self.profile,
             last_validation_error=self.last_validation_error,
             processes=tuple(_process_status(h) for h in self.health.values()),

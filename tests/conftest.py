@@ -17,7 +17,7 @@ import pytest_asyncio
 from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
 
 import otpylib_config
-from otpylib_config import ConfigSpec, ConfigTree, _otp_compat, client
+from otpylib_config import ConfigSpec, ConfigTree, _otp_compat, registry
 
 
 @pytest_asyncio.fixture
@@ -25,8 +25,8 @@ async def otp_runtime() -> AsyncIterator[AsyncIOBackend]:
     backend = await _otp_compat.open_runtime()
     yield backend
     await _otp_compat.shutdown_runtime(backend)
-    for table in list(client._tables.values()):  # trees a parent stopped stay readable
-        client.unregister(table)
+    for table in list(registry._tables.values()):  # trees a parent stopped stay readable
+        registry.unregister(table)
 
 
 StartTree = Callable[..., Awaitable[ConfigTree]]

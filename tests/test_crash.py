@@ -171,10 +171,10 @@ async def test_bad_messages_do_not_crash_or_stall_the_manager(start_tree: StartT
         await process.send(table.manager_name, junk)
     loop = asyncio.get_running_loop()
     malformed = loop.create_future()
-    from otpylib_config.protocol import PUT
+    from otpylib_config.protocol import Put
 
-    await process.send(table.manager_name, (PUT, malformed))  # missing arguments
-    with pytest.raises(TypeError):
+    await process.send(table.manager_name, Put(malformed, None, "x", 1))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):  # a request of the right type with a bad field
         await asyncio.wait_for(malformed, 5)
 
     await Config.put("x", 1)

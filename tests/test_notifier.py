@@ -394,7 +394,7 @@ async def test_a_notifier_killed_while_expanding_a_change_resumes_where_it_was(
     for _ in range(5):  # kill it repeatedly while the change is being expanded
         await asyncio.sleep(0.002)
         pid = process.whereis(table.notifier_name)
-        if pid is not None and table.changes:
+        if pid is not None and table.delivery.changes:
             await in_process(lambda pid=pid: process.exit(pid, "kill"))
 
     await eventually(lambda: len(delivered) >= 50_000, timeout=30)

@@ -85,7 +85,7 @@ async def test_running_stops_everything_it_started(otp_runtime: Any) -> None:
 
     await eventually(lambda: all(process.whereis(n) is None for n in names))
     await eventually(lambda: set(asyncio.all_tasks()) - before <= {asyncio.current_task()})
-    assert not tree.table.tasks  # the hanging callback was cancelled
+    assert not tree.table.delivery.tasks  # the hanging callback was cancelled
 
 
 async def test_a_second_tree_with_the_same_id_is_refused(otp_runtime: Any) -> None:

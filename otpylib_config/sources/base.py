@@ -9,8 +9,9 @@ afterwards the source keeps its last good layer and the error shows in ``status(
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from otpylib_config.environment import Environment
 from otpylib_config.paths import Path
@@ -51,8 +52,13 @@ class NotReady(Exception):
     raise ``SourceError``, so that a tree never starts without a required source."""
 
 
-Changed = Callable[[], Awaitable[None]]
-"""What a push source awaits when it may have new content: the manager reloads just it."""
+class Changed(Protocol):
+    """What a push source awaits when it may have new content: ``await changed()`` has the
+    manager reload just it; ``await changed(layer)`` hands over the layer the watch already
+    read, which the manager applies exactly as if ``load`` had returned it (and calls
+    ``accepted`` if it is committed), so the watch need not leave it for ``load``."""
+
+    def __call__(self, layer: Section | None = None, /) -> Awaitable[None]: ...
 
 
 class Source(abc.ABC):
