@@ -4,8 +4,9 @@
     python benchmarks/run.py --quick --no-baseline    # small and fast (the smoke test)
 
 One run measures every benchmark, prints a markdown table of medians, ratios and the
-DESIGN.md §9 targets on stdout (progress goes to stderr), and writes it to
-``results.md`` and the raw figures to ``results.json`` in ``--out-dir`` (``benchmarks/``).
+targets (docs/performance.md says why each is the target) on stdout (progress goes to
+stderr), and writes it to ``results.md`` and the raw figures to ``results.json`` in
+``--out-dir`` (``benchmarks/``).
 
 0.2.9 has the same import name as this project, so its figures come from
 ``baseline_029.py`` run as a subprocess by ``benchmarks/.venv-029/bin/python`` (which
@@ -287,7 +288,8 @@ def latency_row(
 
 def table(rows: Iterable[Row]) -> str:
     lines = [
-        "| # | benchmark | ours (median) | compared with | ratio | target (DESIGN §9) | result |",
+        "| # | benchmark | ours (median) | compared with | ratio | target (docs/performance.md) "
+        "| result |",
         "|---|---|---|---|---|---|---|",
     ]
     lines += [

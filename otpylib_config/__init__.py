@@ -10,6 +10,8 @@ The data flow, module by module::
     → subscriptions → notifier
 """
 
+import typing as _typing
+
 from otpylib_config import _otp_compat, telemetry
 from otpylib_config.client import Config, ConfigClient
 from otpylib_config.errors import (
@@ -27,7 +29,6 @@ from otpylib_config.protocol import ReloadResult
 from otpylib_config.provenance import Contribution, Explanation
 from otpylib_config.redact import DEFAULT_SECRET_PATTERNS
 from otpylib_config.sources.base import Source
-from otpylib_config.sources.consul import ConsulSource
 from otpylib_config.sources.defaults import DefaultsSource
 from otpylib_config.sources.env import EnvironmentSource
 from otpylib_config.sources.file import FileSource
@@ -37,6 +38,9 @@ from otpylib_config.subscriptions import SubscriptionHandle
 from otpylib_config.supervisor import ConfigTree, child_spec, running, shutdown, start
 from otpylib_config.table import ProcessStatus, SourceStatus, Status
 from otpylib_config.values import Section, thaw
+
+if _typing.TYPE_CHECKING:
+    from otpylib_config.sources.consul import ConsulSource
 
 _otp_compat.install()  # Erlang's exit and supervision semantics for every otpylib process
 
@@ -77,3 +81,23 @@ __all__ = [
     "telemetry",
     "thaw",
 ]
+
+
+_LAZY = {"ConsulSource": "otpylib_config.sources.consul"}
+"""Names imported on first use: their modules pull in aiohttp, which a tree without a
+Consul source never needs (most of ``import otpylib_config``'s time otherwise)."""
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'otpylib_config' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
