@@ -4,10 +4,11 @@ Add ``child_spec(spec)`` to a supervision tree (or ``await start(spec)`` in a sc
 ``await Config.get(path)``, ``Config.get_nowait(path)``, ``await Config.put(path, value)`` and
 ``await Config.subscribe(pattern, callback)`` from anywhere. See README.md.
 
-The data flow, module by module::
+The data flow, module by module (README's module table; docs/architecture.md)::
 
-    sources/ → (layers) → tree.merge → tree.diff → validate → manager publishes a snapshot
-    → subscriptions → notifier
+    sources/ → layers (values) → merge (tree, overrides) → diff → validate (validation)
+      [pipeline: computes]  → commit → snapshot  [the manager: the one writer]
+      → delivery → subscriptions (patterns) → notifier → callbacks
 """
 
 import typing as _typing
