@@ -1,7 +1,8 @@
 """The manager's commit step: the one place that writes the table's configuration.
 
 The pipeline (:mod:`otpylib_config.pipeline`) computes; the functions here, called only by
-the manager process (and by ``load`` for a table no manager runs), record what it computed
+the manager process (and by the first load, which ``start`` and ``load`` run before any
+process of the tree exists), record what it computed
 and publish: source layers and health, ``base``, ``overrides``, the redactor's knowledge,
 counters, and finally ``snapshot``, with one assignment. A change is then handed to the
 notifier's queue (``table.delivery``). The order within each function is the failure
@@ -94,7 +95,8 @@ async def reading(table: ConfigTable, reading: Reading) -> ReloadResult:
         _reload_event(telemetry.RELOAD_EXCEPTION, reading, error)
         raise
     table.counters[counters.RELOADS] += 1
-    table.counters[counters.RELOAD_ERRORS] += bool(result.errors)
+    if result.errors:
+        table.counters[counters.RELOAD_ERRORS] += 1
     metadata = {"version": result.version, "errors": result.errors}
     _reload_event(telemetry.RELOAD_STOP, reading, metadata, changes=len(result.changed))
     return result

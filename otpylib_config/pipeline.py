@@ -1,7 +1,8 @@
 """The pipeline: source → layer → merge → diff → validate, computed, never committed.
 
 Every function here reads the table and returns new values (a :class:`Reading`, a
-:class:`Sorting`, a :class:`Proposal`, a :class:`Candidate`); none writes the table. The
+:class:`Sorting`, a :class:`Proposal`, a :class:`Candidate`); none writes the table's
+configuration (``read`` and ``pushed`` only draw the next reading number). The
 manager commits what they return (:mod:`otpylib_config.commit`), so the table has one
 writer and a failure at any step leaves the last good configuration serving
 (docs/architecture.md, The write path).

@@ -25,7 +25,8 @@ message                          sent by                      ``reply`` gets
 ===============================  ===========================  ==============================
 
 A reply's errors: ``ValidationError`` (nothing changed) or another ``ConfigError`` for a
-bad request; anything else the manager logs, and it keeps serving.
+bad request; any other exception fails the reply too, and the manager logs it (its type and
+frames, never its text) and keeps serving.
 
 The notifier takes one message, :class:`Wake`: some subscriptions have pending events.
 """

@@ -58,7 +58,8 @@ def default_table() -> ConfigTable:
 
 
 def on_default_changed(listener: Callable[[ConfigTable | None], None]) -> None:
-    """Call ``listener`` with the default table now and whenever it changes."""
+    """Call ``listener`` with the default table now and whenever a tree registers or
+    unregisters (the default may then be the same one again)."""
     _listeners.append(listener)
     listener(_default)
 

@@ -45,7 +45,7 @@ class SourceState:
     """A source's last good layer and its health."""
 
     source: Source
-    layer: Section = field(default_factory=lambda: EMPTY)
+    layer: Section = field(default_factory=lambda: EMPTY, repr=False)  # may hold secrets
     last_success: float | None = None  # wall-clock time
     last_error: str | None = None
     last_error_at: float | None = None
@@ -202,8 +202,8 @@ class ConfigTable:
     """Every subscription, with its pattern trie and pending events. Writer: manager (add,
     remove); the pending queues are filled and drained through ``delivery``."""
     delivery: Delivery = field(default_factory=Delivery)
-    """The queue from the manager to the notifier (:mod:`otpylib_config.delivery`, which
-    says which end writes what)."""
+    """The queue from the manager to the notifier. Writer: the manager appends changes, the
+    notifier consumes them (:mod:`otpylib_config.delivery` says which end writes what)."""
     reading_tasks: set[asyncio.Task[None]] = field(default_factory=set)
     """Reload readings in flight, each bound to the manager that started it. Writer: the
     manager (a task removes itself when done). Reader: ``shutdown``."""
@@ -220,11 +220,11 @@ class ConfigTable:
     """Why the tree is stopped for good (writes then fail at once). Writer: the tree's
     owner process, or ``shutdown``. Readers: the transport, ``status``."""
     sub_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    """Subscription ids, drawn by the subscribing client so a retried request is the same
-    subscription."""
+    """Subscription ids. Writer: the subscribing client draws one, so a retried request is
+    the same subscription."""
     reading_seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    """Reading numbers, drawn as a reading starts, so an older one is never applied over a
-    newer one."""
+    """Reading numbers. Writer: whoever starts a reading (``pipeline.read``/``pushed``) draws
+    one, so an older reading is never applied over a newer one."""
 
     def __post_init__(self) -> None:
         self.sources = {s.name: SourceState(s) for s in self.spec.sources}

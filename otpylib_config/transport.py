@@ -2,8 +2,9 @@
 
 A request is sent to the manager by its registered name, with a future for the reply
 (:mod:`otpylib_config.protocol`). If the manager dies before it answers, the request is sent
-again to its successor, until ``ConfigSpec.write_timeout``; the manager's handlers are
-idempotent for a retried request (a subscription by its id, a put by its value). Once the
+again to its successor, until ``ConfigSpec.write_timeout``. A retried request has the effect
+it would have had once (a subscription by its id, a put sets the same value again); only its
+reply may differ: a delete the dead manager had committed answers ``False`` the second time. Once the
 tree is stopped for good, a request fails at once with ``NotRunningError``.
 
 While a request waits, a liveness check runs every ``POLL_S`` on the event loop: it fails
@@ -46,10 +47,7 @@ async def request(table: ConfigTable, make: Callable[[asyncio.Future[T]], Messag
         reply: asyncio.Future[T] = loop.create_future()
         pid = await send_to_manager(table, make(reply), deadline)
         if pid is None:
-            raise ConfigTimeoutError(
-                f"config manager {table.manager_name!r} did not answer within "
-                f"{table.spec.write_timeout}s ({_health(table)})"
-            )
+            raise _timeout(table)
         liveness = _Liveness(table, reply, pid, deadline)
         try:
             return await reply
@@ -92,6 +90,13 @@ async def tell_manager(table: ConfigTable, message: Message) -> None:
         logger.warning("config manager is down; dropped a %s", type(message).__name__)
 
 
+def _timeout(table: ConfigTable) -> ConfigTimeoutError:
+    return ConfigTimeoutError(
+        f"config manager {table.manager_name!r} did not answer within "
+        f"{table.spec.write_timeout}s ({_health(table)})"
+    )
+
+
 def _health(table: ConfigTable) -> str:
     """Which processes of the tree are down and why, for a timeout's message."""
     down = [
@@ -130,7 +135,7 @@ class _Liveness:
         elif not process.is_alive(self.pid):
             self.fut.set_exception(_ManagerDown())
         elif self.loop.time() >= self.deadline:
-            self.fut.set_exception(ConfigTimeoutError("config manager did not answer in time"))
+            self.fut.set_exception(_timeout(self.table))
         else:
             self.timer = self.loop.call_later(POLL_S, self.check)
 

@@ -1,0 +1,174 @@
+"""The delivery queue between the manager and the notifier, as a specification: the
+manager's end (``hand_over``) and the notifier's (``expand``), and where its counters go."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from otpylib_config import Config, DefaultsSource
+from otpylib_config.client import current_table
+from otpylib_config.delivery import Delivery
+from otpylib_config.paths import Path, parse_pattern
+from otpylib_config.subscriptions import Change, Subscription, Subscriptions
+from otpylib_config.values import freeze
+
+from .conftest import Recorder, StartTree, eventually
+
+
+def subscriptions(*patterns: str) -> tuple[Subscriptions, list[Subscription]]:
+    subs = Subscriptions()
+    made = [
+        Subscription(i, pattern, parse_pattern(pattern), lambda *_: None)
+        for i, pattern in enumerate(patterns, start=1)
+    ]
+    for sub in made:
+        subs.add(sub)
+    return subs, made
+
+
+def change(version: int, old: dict[str, Any], new: dict[str, Any]) -> Change:
+    """A change of every top-level key that differs between ``old`` and ``new``."""
+    keys = [k for k in {**old, **new} if old.get(k) != new.get(k)]
+    leaves: list[Path] = [(k,) for k in keys]
+    return Change(version, leaves, freeze(old), freeze(new))
+
+
+def wide_change(version: int, leaves: int) -> Change:
+    """A change of ``leaves`` leaves ``k0``, ``k1``, ... from 0 to 1."""
+    old = {f"k{i}": 0 for i in range(leaves)}
+    return change(version, old, {k: 1 for k in old})
+
+
+# -- the manager's end --------------------------------------------------------------------
+
+
+def test_hand_over_expands_inline_when_the_queue_is_empty() -> None:
+    subs, (sub,) = subscriptions("a")
+    delivery = Delivery()
+
+    wake = delivery.hand_over(subs, change(2, {"a": 1}, {"a": 2}))
+
+    assert wake is True
+    assert dict(sub.pending) == {"a": (1, 2)}
+    assert not delivery.changes  # nothing left for the notifier to expand
+    assert delivery.ready == {sub} and delivery.wake_sent
+
+
+def test_hand_over_asks_for_one_wake_until_the_notifier_takes_it() -> None:
+    subs, (sub,) = subscriptions("a")
+    delivery = Delivery()
+
+    wakes = [delivery.hand_over(subs, change(v, {"a": v - 1}, {"a": v})) for v in (2, 3, 4)]
+
+    assert wakes == [True, False, False]
+    assert dict(sub.pending) == {"a": (1, 4)}  # expanded inline each time, coalesced
+    delivery.wake_sent = False  # what the notifier does when it takes the Wake
+    assert delivery.hand_over(subs, change(5, {"a": 4}, {"a": 5})) is True
+
+
+def test_hand_over_of_a_change_nobody_watches_asks_for_no_wake() -> None:
+    subs, (sub,) = subscriptions("other")
+    delivery = Delivery()
+
+    assert delivery.hand_over(subs, change(2, {"a": 1}, {"a": 2})) is False
+    assert not delivery.changes and not delivery.ready and not delivery.wake_sent
+    assert not sub.pending
+
+
+def test_a_change_behind_a_queued_one_is_queued_not_expanded() -> None:
+    subs, (sub,) = subscriptions("*")
+    delivery = Delivery()
+    first = change(2, {"a": 1}, {"a": 2})
+    delivery.changes.append(first)  # still waiting for the notifier
+    second = change(3, {"b": 1}, {"b": 2})
+
+    assert delivery.hand_over(subs, second) is True
+
+    assert list(delivery.changes) == [first, second]
+    assert second.cursor == 0 and not sub.pending  # it must not overtake the first
+    assert delivery.expand(subs, 1.0) is True
+    assert delivery.expand(subs, 1.0) is False
+    assert list(sub.pending) == ["a", "b"]  # in the order they were published
+
+
+# -- the notifier's end -------------------------------------------------------------------
+
+
+def test_expand_of_an_empty_queue_does_nothing() -> None:
+    subs, (sub,) = subscriptions("*")
+    delivery = Delivery()
+
+    assert delivery.expand(subs, 1.0) is False
+    assert not sub.pending and not delivery.ready
+
+
+def test_expand_pops_a_change_once_its_cursor_reaches_the_end() -> None:
+    subs, (sub,) = subscriptions("*")
+    delivery = Delivery()
+    wide = wide_change(2, 130)
+    delivery.changes.append(wide)
+
+    progress = []
+    for _ in range(10):  # bounded: 130 leaves, a slice stops every 64 leaves past its end
+        more = delivery.expand(subs, -1.0)  # a slice that is over at once
+        progress.append((wide.cursor, more, len(delivery.changes)))
+        if not more:
+            break
+
+    assert progress == [(64, True, 1), (128, True, 1), (130, False, 0)]
+    assert len(sub.pending) == 130
+    assert delivery.ready == {sub}
+
+
+def test_expand_resumes_from_the_cursor() -> None:
+    subs, (sub,) = subscriptions("*")
+    delivery = Delivery()
+    resumed = change(2, {"a": 1, "b": 1, "c": 1}, {"a": 2, "b": 2, "c": 2})
+    resumed.cursor = 1  # a notifier killed after it had queued "a"'s event
+    delivery.changes.append(resumed)
+
+    assert delivery.expand(subs, 1.0) is False
+
+    assert list(sub.pending) == ["b", "c"]  # "a" is neither lost nor repeated here
+    assert not delivery.changes
+
+
+def test_expand_does_not_mark_a_subscription_with_a_running_task_ready() -> None:
+    subs, (busy, idle) = subscriptions("a", "b")
+    busy.task = object()  # type: ignore[assignment]  # its delivery task picks the events up
+    delivery = Delivery()
+    delivery.changes.append(change(2, {"a": 1, "b": 1}, {"a": 2, "b": 2}))
+
+    delivery.expand(subs, 1.0)
+
+    assert busy.pending and idle.pending
+    assert delivery.ready == {idle}
+
+
+# -- counters -----------------------------------------------------------------------------
+
+
+async def test_the_notifier_counts_in_delivery_counters_and_status_shows_them(
+    start_tree: StartTree,
+) -> None:
+    await start_tree(sources=[DefaultsSource({"a": 0, "b": 0})])
+    table = current_table()
+    recorder = Recorder()
+
+    def broken(path: str, old: Any, new: Any) -> None:
+        raise RuntimeError("subscriber bug")
+
+    await Config.subscribe("a", recorder)
+    await Config.subscribe("b", broken)
+    await Config.put("a", 1)
+    await Config.put("b", 1)
+
+    await eventually(lambda: table.delivery.counters["subscriber_errors"] == 1)
+    await eventually(lambda: table.delivery.counters["events_delivered"] == 1)
+    assert recorder.events == [("a", 0, 1)]
+    assert table.delivery.counters["events_delivered"] == 1
+    assert "events_delivered" not in table.counters  # the manager's Counter is its own
+    assert "subscriber_errors" not in table.counters
+    counters = (await Config.status()).counters
+    assert counters["events_delivered"] == 1 and counters["subscriber_errors"] == 1
+    assert counters["puts"] == 2  # the manager's, in the same mapping
