@@ -4,8 +4,8 @@ A request is sent to the manager by its registered name, with a future for the r
 (:mod:`otpylib_config.protocol`). If the manager dies before it answers, the request is sent
 again to its successor, until ``ConfigSpec.write_timeout``. A retried request has the effect
 it would have had once (a subscription by its id, a put sets the same value again); only its
-reply may differ: a delete the dead manager had committed answers ``False`` the second time. Once the
-tree is stopped for good, a request fails at once with ``NotRunningError``.
+reply may differ: a delete the dead manager had committed answers ``False`` the second time.
+Once the tree is stopped for good, a request fails at once with ``NotRunningError``.
 
 While a request waits, a liveness check runs every ``POLL_S`` on the event loop: it fails
 the future if the manager died (so the request is retried), if the tree stopped, or when
