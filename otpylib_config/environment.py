@@ -23,7 +23,8 @@ A source may replace a part of the tree's environment (:meth:`Environment.overri
 not vanish silently), and which ones those are is a question about the whole tree: a ``.env``
 variable may fill a placeholder or pick the profile rather than set a field. Whatever reads
 the environment says which names it uses (:meth:`Environment.claim`); a source asks
-:meth:`Environment.claimed` before it reports a name it does not take itself.
+:meth:`Environment.claimed` before it reports a name it does not take itself. Claims are
+made when the tree is configured and only read afterwards (docs/sources.md).
 """
 
 from __future__ import annotations

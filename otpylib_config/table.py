@@ -60,11 +60,13 @@ class SourceState:
         self._take_warnings()
 
     def _take_warnings(self) -> None:
-        """Adopt the warnings the source reported with the layer just committed (a source
-        says so in a ``warnings`` attribute); each new one is logged and emitted once, and
-        again only after it went away and came back: a timer reload does not repeat it."""
-        reported = getattr(self.source, "warnings", ())
-        fresh = tuple(str(w) for w in reported) if isinstance(reported, tuple | list) else ()
+        """Adopt the warnings the source reports with the layer just committed
+        (``Source.warnings_of``); each new one is logged and emitted once, and again only
+        after it went away and came back: a timer reload does not repeat it."""
+        try:
+            fresh = tuple(str(w) for w in self.source.warnings_of(self.layer))
+        except Exception as exc:  # a source bug must not fail the commit
+            fresh = (f"warnings_of failed: {type(exc).__name__}",)
         for warning in fresh:
             if warning not in self.warnings:
                 logger.warning("config source %s: %s", self.source.name, warning)

@@ -86,9 +86,17 @@ class Source(abc.ABC):
         use: merged, validated and committed. A layer the validation rejected never gets
         here, so a source that remembers or caches what it serves does so in this hook."""
 
-    def origin(self, path: Path) -> str:
-        """Where this source's value at ``path`` comes from, for ``explain``."""
+    def origin(self, path: Path, layer: Section | None = None) -> str:
+        """Where this source's value at ``path`` comes from, for ``explain`` and validation
+        errors: in ``layer`` (one ``load`` returned; validation asks before it is accepted),
+        or in the layer in use when ``layer`` is ``None``."""
         return self.name
+
+    def warnings_of(self, layer: Section) -> tuple[str, ...]:
+        """What the source reports with ``layer`` (one ``load`` returned) that is not an
+        error, such as variables that map to no field; shown in ``status()`` while that
+        layer is in use, logged once."""
+        return ()
 
     @property
     def pushes(self) -> bool:

@@ -1,5 +1,5 @@
 """A Consul KV prefix (or one key holding a whole document) as a layer, pushed by
-blocking queries (docs/consul.md).
+blocking queries (docs/consul.md; what the source keeps between calls, docs/sources.md).
 
 Prefix mode: ``myapp/config/database/url`` under ``prefix="myapp/config/"`` is the path
 ``database.url``; values decode as UTF-8 and are coerced like environment values (kept as
@@ -10,10 +10,13 @@ or YAML document.
 start by at most that long; the source is not required by default, so the tree starts on
 its other sources and ``status()`` shows this one failing until Consul answers. ``watch``
 keeps one blocking query open and follows Consul's index rules: index went down → reset
-and read again; otherwise ``changed()`` only if the decoded data differs from the layer the
-tree serves (so an index bump alone notifies nobody, and a reload that failed is retried at
-the next answer). Errors end the watch with a :class:`ConsulError`; the source's watcher
-process reports it and starts a new watch after a backoff.
+and read again. It hands each answer it decodes to the manager as ``changed(layer)``, so the
+read travels in the message and no later ``load`` has to find it: the first answer of every
+watch (the manager catches up with whatever happened while no watch ran), and every later
+one whose data differs from the layer the tree serves (so an index bump alone notifies
+nobody, and a layer the manager did not take is handed over again at the next answer).
+Errors end the watch with a :class:`ConsulError`; the source's watcher process reports it
+and starts a new watch after a backoff.
 
 ``cache_path``: every layer the tree accepted (validated and committed) is saved there
 atomically, readable by the owner only; a process that starts while Consul is down serves
@@ -27,8 +30,10 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +55,21 @@ DEFAULT_URL = "http://127.0.0.1:8500"
 TOKEN_ENV = "CONSUL_HTTP_TOKEN"
 
 KeyPath = tuple[str, ...]
-Decoded = tuple[Section, dict[KeyPath, str], list[Any]]
-"""A read, decoded: the layer, each path's origin, and Consul's JSON for the cache."""
+
+UNACCEPTED = 8
+"""How many layers read but not (yet) accepted the source remembers the origins and raw
+entries of: one per reading or watch answer still on its way through the manager, and the
+few the manager dropped or rejected, which nothing ever asks for again."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Decoded:
+    """One read, decoded: the layer, each path's origin, and Consul's JSON for the cache."""
+
+    layer: Section
+    origins: Mapping[KeyPath, str]
+    document: list[Any] | None
+    """``None``: not known (a layer whose read was forgotten): nothing to cache."""
 
 
 class ConsulSource(Source):
@@ -99,17 +117,17 @@ class ConsulSource(Source):
         self.watch_retry_first = retry_first
         self.watch_retry_max = retry_max
         self.cache_path = None if cache_path is None else Path(cache_path)
-        self._seen: Section | None = None
-        self._origins: dict[KeyPath, str] = {}
+        # What each field is for, who writes and who reads it: docs/sources.md, ConsulSource.
+        self._unaccepted: deque[_Decoded] = deque(maxlen=UNACCEPTED)
+        """Reads handed out (by ``load`` or ``watch``) and not accepted yet, found by the
+        identity of their layer: ``accepted`` takes exactly its own layer's metadata."""
+        self._serving: _Decoded | None = None
+        """The layer the tree serves, as last ``accepted``; only ``accepted`` writes it."""
         self._cached_document: list[Any] | None = None
-        self._loaded: Decoded | None = None
-        """What ``load`` returned, until the tree accepts it."""
-        self._pending: Decoded | None = None
-        """What ``watch`` last read and reported: the next ``load`` takes it instead of
-        reading Consul again."""
-        self._resync = False
-        """A watch failed: the next one reports its first answer even if nothing changed,
-        so that the manager's reload clears the failure from ``status()``."""
+        """What the cache file holds, as this process last wrote it (``accepted`` only)."""
+        self._cached_origins: Mapping[KeyPath, str] = {}
+        """The origins of the cache's layer, which ``load`` hands out as its fallback and
+        the tree serves while it has accepted nothing from Consul."""
 
     _shape: SchemaShape | None = None
     """The schema's shape: prefix-mode values are text where the schema wants text."""
@@ -120,30 +138,55 @@ class ConsulSource(Source):
     # -- loading ---------------------------------------------------------------------------
 
     async def load(self) -> Section:
-        decoded, self._pending = self._pending, None
-        if decoded is None:
-            try:
-                decoded = await self._read()
-            except ConsulError as exc:
-                raise SourceError(self.name, str(exc), fallback=await self._fallback()) from None
-        self._loaded = decoded
-        return decoded[0]
+        try:
+            async with self._client() as client:
+                read = await client.read(self.key, recurse=self.recurse, timeout=self.timeout)
+            decoded = self._decode(read)
+        except ConsulError as exc:
+            raise SourceError(self.name, str(exc), fallback=await self._fallback()) from None
+        return self._hand_out(decoded)
 
-    async def _read(self) -> Decoded:
-        async with self._client() as client:
-            read = await client.read(self.key, recurse=self.recurse, timeout=self.timeout)
-        return (*self._decode(read), read.document)
+    def _hand_out(self, decoded: _Decoded) -> Section:
+        """Remember ``decoded`` until its layer is accepted (or forgotten), and return it."""
+        self._unaccepted.append(decoded)
+        return decoded.layer
 
     async def accepted(self, layer: Section) -> None:
-        """Only now is ``layer`` what the tree serves: remember it, and cache it on disk."""
-        if self._loaded is None or self._loaded[0] is not layer:
-            return
-        _, origins, document = self._loaded
-        self._seen, self._origins, self._loaded = layer, origins, None
-        await self._save(document)
+        """Only now is ``layer`` what the tree serves: remember it, and cache it on disk.
 
-    def origin(self, path: KeyPath) -> str:
-        return self._origins.get(path) or self._origins.get(()) or self.name
+        Whichever read it came from, and in whatever order the manager committed them: a
+        layer accepted after a newer one is still what the tree serves from now on."""
+        decoded = self._take(layer)
+        self._serving = decoded
+        if decoded.document is not None:
+            await self._save(decoded.document)
+
+    def _take(self, layer: Section) -> _Decoded:
+        if self._serving is not None and self._serving.layer is layer:
+            return self._serving  # accepted again: nothing new to learn
+        decoded = self._find(layer)
+        if decoded is not None:
+            self._unaccepted.remove(decoded)  # compared by identity: _Decoded has eq=False
+            return decoded
+        # Forgotten (more reads in flight than UNACCEPTED): served, but with no key to name.
+        logger.debug("%s: accepted a layer whose read was forgotten", self.name)
+        return _Decoded(layer, {}, None)
+
+    def _find(self, layer: Section) -> _Decoded | None:
+        return next((decoded for decoded in self._unaccepted if decoded.layer is layer), None)
+
+    def origin(self, path: KeyPath, layer: Section | None = None) -> str:
+        """The key (and its ``ModifyIndex``) behind ``path`` in the layer the tree serves,
+        or in ``layer`` if given and still remembered (a candidate that validation judges)."""
+        origins = self._origins_of(layer)
+        return origins.get(path) or origins.get(()) or self.name
+
+    def _origins_of(self, layer: Section | None) -> Mapping[KeyPath, str]:
+        candidate = self._find(layer) if layer is not None else None
+        if candidate is not None:
+            return candidate.origins
+        serving = self._serving
+        return serving.origins if serving is not None else self._cached_origins
 
     # -- watching --------------------------------------------------------------------------
 
@@ -152,16 +195,13 @@ class ConsulSource(Source):
         return True
 
     async def watch(self, changed: Changed) -> None:
-        """Blocking queries until cancelled; raises :class:`ConsulError` on any failure."""
-        try:
-            await self._follow(changed)
-        except BaseException:
-            self._resync = True
-            raise
+        """Blocking queries until cancelled; raises :class:`ConsulError` on any failure.
 
-    async def _follow(self, changed: Changed) -> None:
+        The index a query resumes from is local to this watch: a new watch starts again
+        from an ordinary read, and hands over its first answer whatever it holds.
+        """
         loop = asyncio.get_running_loop()
-        index, last_query = 0, float("-inf")
+        index, last_query, first = 0, float("-inf"), True
         async with self._client() as client:
             while True:
                 await asyncio.sleep(max(0.0, last_query + self.min_interval - loop.time()))
@@ -177,20 +217,23 @@ class ConsulSource(Source):
                     index = 0
                     continue
                 index = read.index
-                layer, origins = self._decode(read)
-                # Compared on every answer, not only on a new index: a reload that failed
-                # or was rejected after an earlier answer is retried at the next one.
-                if self._resync or not same(layer, self._seen):
-                    self._resync = False
-                    self._pending = (layer, origins, read.document)
-                    await changed()
+                decoded = self._decode(read)
+                # Compared on every answer, not only on a new index, and with the layer the
+                # tree serves, not with the last one handed over: a layer that was dropped
+                # or rejected after an earlier answer is handed over again at the next one.
+                serving = self._serving
+                if first or serving is None or not same(decoded.layer, serving.layer):
+                    first = False
+                    await changed(self._hand_out(decoded))
 
     # -- decoding --------------------------------------------------------------------------
 
-    def _decode(self, read: KVRead) -> tuple[Section, dict[KeyPath, str]]:
+    def _decode(self, read: KVRead) -> _Decoded:
         if self.recurse:
-            return self._prefix_layer(read.entries)
-        return self._document_layer(read.entries)
+            layer, origins = self._prefix_layer(read.entries)
+        else:
+            layer, origins = self._document_layer(read.entries)
+        return _Decoded(layer, origins, read.document)
 
     def _prefix_layer(self, entries: tuple[Entry, ...]) -> tuple[Section, dict[KeyPath, str]]:
         found = [(e, path) for e in entries if (path := self._path_of(e.key)) is not None]
@@ -245,16 +288,23 @@ class ConsulSource(Source):
         self._cached_document = document
 
     async def _fallback(self) -> Section | None:
-        """The cached layer, while nothing was loaded from Consul in this process."""
-        if self.cache_path is None or self._seen is not None:
+        """The cached layer, while nothing was accepted from Consul in this process.
+
+        The file is read in a worker thread; the origins are kept here, on the loop."""
+        if self.cache_path is None or self._serving is not None:
             return None
         try:
-            return await anyio.to_thread.run_sync(self._read_cache)
+            cached = await anyio.to_thread.run_sync(self._read_cache)
         except (OSError, ValueError, ConsulError) as exc:
             logger.warning("%s: cannot use the cache %s: %s", self.name, self.cache_path, exc)
             return None
+        if cached is None:
+            return None
+        logger.warning("%s: serving the values cached in %s", self.name, self.cache_path)
+        self._cached_origins = {path: f"{where} [cached]" for path, where in cached.origins.items()}
+        return cached.layer
 
-    def _read_cache(self) -> Section | None:
+    def _read_cache(self) -> _Decoded | None:
         assert self.cache_path is not None
         try:
             saved = json.loads(self.cache_path.read_text(encoding="utf-8"))
@@ -263,10 +313,7 @@ class ConsulSource(Source):
         if not isinstance(saved, dict) or saved.get("key") != self.key:
             raise ValueError("it was saved for another Consul key or is not a cache file")
         entries = decode_entries(saved.get("entries"), str(self.cache_path))
-        logger.warning("%s: serving the values cached in %s", self.name, self.cache_path)
-        layer, origins = self._decode(KVRead(1, entries, saved["entries"]))
-        self._origins = {path: f"{where} [cached]" for path, where in origins.items()}
-        return layer
+        return self._decode(KVRead(1, entries, saved["entries"]))
 
     def __repr__(self) -> str:
         token = ", token=***" if self._token else ""

@@ -1,4 +1,5 @@
-"""Defaults given in code: the lowest-priority layer."""
+"""Defaults given in code: the lowest-priority layer. It keeps nothing but the mapping it
+was given, so it has no state for two tasks to share (docs/sources.md)."""
 
 from __future__ import annotations
 

@@ -35,6 +35,9 @@ that nothing in the tree uses (no source takes it, no placeholder names it, it i
 ``config.source.warning`` event, with a suggestion when a name is close. ``strict=True`` (or
 ``ConfigSpec(strict_env=True)``) makes them an error, so a typo fails start-up. A prefixed
 variable is still taken into the layer, where the schema decides what to do with it.
+
+**What it keeps** between a load and the manager's ``accepted`` (the variable behind each
+path, for ``explain``; what each load found to report): docs/sources.md.
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ from __future__ import annotations
 import difflib
 import os
 import pathlib
+from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from otpylib_config.environment import EnvFileError, Environment, Variables
@@ -57,6 +62,19 @@ __all__ = ["EnvironmentSource", "coerce"]
 
 Resolved = tuple[Path | None, str | None]
 """A variable's path (``None``: not taken) and what to report about it (``None``: nothing)."""
+
+UNACCEPTED = 8
+"""How many loads not (yet) accepted the source remembers the variables of: one per reading
+still on its way through the manager, and the few it dropped or rejected."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Loaded:
+    """One load: the layer, the variable behind each path, and what it found to report."""
+
+    layer: Section
+    origins: Mapping[Path, str]
+    warnings: tuple[str, ...]
 
 
 class EnvironmentSource(Source):
@@ -90,14 +108,18 @@ class EnvironmentSource(Source):
         self.env_file_optional = env_file_optional
         self.secret = secret
         self.name = name or f"env:{prefix or ','.join(self.mapping) or 'flat'}"
+        # What each field is for, who writes and who reads it: docs/sources.md.
         self.warnings: tuple[str, ...] = ()
-        """What the last load found to report (unknown variables); ``status()`` shows it."""
+        """What the newest load found to report (unknown variables), which the table takes
+        with the layer it commits; :meth:`warnings_of` is exact for one layer."""
         self._environ = environ
         self._environment = Environment(env_file, optional=env_file_optional, environ=environ)
         self._shape: SchemaShape | None = None
         self._strict = bool(strict)
-        self._origins: dict[Path, str] = {}
-        self._loaded: tuple[Section, dict[Path, str]] | None = None
+        self._origins: Mapping[Path, str] = {}
+        """The variable behind each path of the layer in use: only ``accepted`` writes it."""
+        self._unaccepted: deque[_Loaded] = deque(maxlen=UNACCEPTED)
+        """Loads handed out and not accepted yet, found by the identity of their layer."""
 
     def configure(self, context: SourceContext) -> None:
         """Take the tree's environment (with this source's own parts), schema and
@@ -109,17 +131,32 @@ class EnvironmentSource(Source):
         self._strict = context.strict_env if self.strict is None else self.strict
         self._environment.claim(self, self.takes)
 
-    def origin(self, path: Path) -> str:
-        """The variable behind ``path`` in the layer in use, else in the layer just loaded
-        (which validation may be judging: its problems name their variables)."""
-        pending = self._loaded[1].get(path) if self._loaded is not None else None
-        return self._origins.get(path) or pending or self.name
+    def origin(self, path: Path, layer: Section | None = None) -> str:
+        """The variable behind ``path`` in ``layer`` if given and not accepted yet (a
+        candidate that validation judges: its problems name their variables), else in the
+        layer in use, else in the newest layer loaded."""
+        loaded = self._find(layer) if layer is not None else None
+        if loaded is not None:
+            return loaded.origins.get(path) or self.name
+        newest = self._unaccepted[-1].origins.get(path) if self._unaccepted else None
+        return self._origins.get(path) or newest or self.name
+
+    def warnings_of(self, layer: Section) -> tuple[str, ...]:
+        """What the load of ``layer`` found to report, if it is not accepted yet; else what
+        the newest load found (``warnings``)."""
+        loaded = self._find(layer)
+        return loaded.warnings if loaded is not None else self.warnings
 
     async def accepted(self, layer: Section) -> None:
-        """The variables behind the layer in use, for ``explain`` (not re-read then)."""
-        if self._loaded is not None and self._loaded[0] is layer:
-            self._origins = self._loaded[1]
-            self._loaded = None
+        """The variables behind the layer in use, for ``explain`` (not re-read then): those
+        of exactly this layer's load, whatever was loaded since."""
+        loaded = self._find(layer)
+        if loaded is not None:
+            self._unaccepted.remove(loaded)  # compared by identity: _Loaded has eq=False
+            self._origins = loaded.origins
+
+    def _find(self, layer: Section) -> _Loaded | None:
+        return next((loaded for loaded in self._unaccepted if loaded.layer is layer), None)
 
     async def load(self) -> Section:
         try:
@@ -142,7 +179,8 @@ class EnvironmentSource(Source):
         except PathClash as exc:
             raise SourceError(self.name, str(exc)) from None
         self.warnings = tuple(unknown)
-        self._loaded = (layer, {path: variables.origin(var) for var, path in found})
+        origins = {path: variables.origin(var) for var, path in found}
+        self._unaccepted.append(_Loaded(layer, origins, self.warnings))
         return layer
 
     def takes(self, var: str) -> bool:

@@ -46,6 +46,12 @@ writer whose open the kernel merged into another process's read of the file, sev
 writers of one file at once, and, without close events (other platforms) or a watch
 (``watch=False``, the first load), a writer that pauses for longer than ``SETTLE`` with the
 file half-written.
+
+The watch never reads the file's content, so it has no layer to hand over: it says
+``changed()`` and the reload reads, which is where a read's errors belong (a ``SourceError``
+with its problems, or ``NotReady``). What the source keeps, and which task writes and reads
+each field (the watcher's knowledge of the file, the fingerprint of the last read, whether a
+layer was accepted): docs/sources.md.
 """
 
 from __future__ import annotations
@@ -163,12 +169,19 @@ class FileSource(Source):
         self.required = not optional
         self.watched = watch
         self._debounce = SourceContext.watch_debounce
+        # Who writes and who reads each field below, and why it must exist: docs/sources.md.
         self._read_as: Fingerprint | None = None
+        """The file as the last proven read found it: written by the reads (one at a time),
+        read by a starting watch, which looks again only if the file moved since."""
         self._resync = False
+        """A watch failed: the next one looks at once (status must catch up). Written and
+        read by the watches only, which run one after the other."""
         self._file: WatchedFile | None = None
-        """What the running watch knows of the file (loop thread only)."""
+        """What the running watch knows of the file: written by the watch when it starts,
+        read by the reads for their proof (loop thread only)."""
         self._has_layer = False
-        """A layer of this source was accepted: ``NotReady`` leaves something to serve."""
+        """A layer of this source was accepted: ``NotReady`` leaves something to serve.
+        Written by ``accepted`` only (never back to ``False`` but by ``configure``)."""
         self._no_profile = False  # an optional {profile} file and no profile: always empty
         self._turns = _OneAtATime(self._load_whole)
         self.secret = secret
@@ -222,7 +235,7 @@ class FileSource(Source):
             "or make the file optional=True",
         )
 
-    def origin(self, path: KeyPath) -> str:
+    def origin(self, path: KeyPath, layer: Section | None = None) -> str:
         return f"{self.path}: {'.'.join(path)}"
 
     @property
@@ -230,7 +243,7 @@ class FileSource(Source):
         return self.watched
 
     async def watch(self, changed: Changed) -> None:
-        seen = None if self._resync else [self._read_as]
+        seen, self._resync = (None if self._resync else [self._read_as]), False
         try:
             await watch_paths(
                 [self.path], changed, debounce=self._debounce, seen=seen, attach=self._attach

@@ -44,6 +44,10 @@ the orphans: the writer whose open was swallowed later writes with no handle kno
 Not handled, on purpose: a watched directory that is deleted or replaced stops delivering
 events (the reload timer is the safety net), and a directory reached through a symlink is
 watched where the symlink pointed when ``watch()`` was called.
+
+A :class:`WatchedFile` is the one piece of a ``FileSource``'s state that two tasks share on
+purpose: the watch's events write it, the reads consult it and mark their own opens
+(docs/sources.md, FileSource).
 """
 
 from __future__ import annotations
