@@ -1,4 +1,4 @@
-"""A loopback Consul KV HTTP server for tests (reference/consul-kv.md).
+"""A loopback Consul KV HTTP server for tests (the semantics: docs/consul.md).
 
 No Consul binary can be installed here, so tests run Consul clients against this server. It
 speaks the KV part of Consul's HTTP API the way Consul does (proven by
@@ -15,7 +15,7 @@ Usage::
 
 or, in a test module, ``consul = consul_server_fixture(acl_tokens={"t": "read"})``.
 
-What it implements (see the reference for the rules):
+What it implements (Consul's rules, which docs/consul.md sums up):
 
 * ``GET /v1/kv/<key>`` (``?recurse``, ``?keys`` + ``?separator``, ``?raw``, ``?stale``,
   ``?consistent``, ``?dc``, ``?pretty``), ``PUT`` (``?flags``, ``?cas``) and ``DELETE``

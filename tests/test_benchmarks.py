@@ -1,9 +1,9 @@
 """Smoke test of the benchmarks: ``benchmarks/run.py --quick --no-baseline`` runs to the end
 and its table has every row.
 
-Nothing here asserts on speed or on pass/miss (DESIGN §9: performance is measured by the
-benchmarks, not by timed tests), and the 0.2.9 baseline is skipped so no second virtualenv
-is needed.
+Nothing here asserts on speed or on pass/miss: performance is measured by the benchmarks
+(README.md, Benchmarks), never by timed tests, which a loaded machine would make flaky. The
+0.2.9 baseline is skipped so no second virtualenv is needed.
 """
 
 from __future__ import annotations

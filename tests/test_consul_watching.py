@@ -8,6 +8,8 @@ in telemetry and ``status()``, and the source recovers once Consul behaves again
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,10 @@ import pytest
 
 from otpylib_config import Config, ConsulSource, DefaultsSource, telemetry
 from otpylib_config.client import current_table
+from otpylib_config.sources.consul_kv import ConsulError
+from otpylib_config.values import Section, same, thaw
 
-from .conftest import Recorder, StartTree, eventually
+from .conftest import FakeSource, Recorder, StartTree, eventually
 from .consul_server import ConsulServer, FaultKind, consul_server_fixture
 
 consul = consul_server_fixture()
@@ -288,3 +292,192 @@ async def test_a_write_is_read_once_by_the_blocking_query(
     await recorder.settled(1)
 
     assert [r for r in consul.kv_requests("GET") if not r.blocking] == []
+
+
+# -- what a watch hands over, and the races of what the source keeps (docs/sources.md) -------
+
+
+async def test_a_change_while_a_reading_is_out_is_published_and_not_undone(
+    start_tree: StartTree, consul: ConsulServer
+) -> None:
+    """A reload read Consul, then a write came and the watch handed it over while that
+    reading was still out (held up by a slow source): the reading's older layer comes back
+    later and must not undo the write."""
+    consul.put("myapp/config/a", "1")
+    slow = FakeSource("slow", required=False)
+    recorder = await start(start_tree, kv(consul), slow)
+    await eventually(lambda: consul.waiting > 0)
+    consul.clear_requests()
+    gate = slow.block_next()
+
+    reload = asyncio.ensure_future(Config.reload())
+    await gate.reached()
+    await eventually(lambda: any(not r.blocking and r.status for r in consul.kv_requests("GET")))
+    consul.put("myapp/config/a", "2")  # the reload has read a = 1 already
+    await eventually(lambda: Config.get_nowait("a") == 2)
+    gate.release()
+    await reload
+
+    assert Config.get_nowait("a") == 2
+    last = {"index": 0}
+
+    async def write_again() -> None:
+        last["index"] = consul.put("myapp/config/a", "3")
+
+    assert await recorder.settled(1, then=write_again) == [("a", 1, 2), ("a", 2, 3)]
+    explanation = await Config.explain("a")
+    assert explanation.origin == f"consul:myapp/config/a (ModifyIndex {last['index']})"
+
+
+async def test_a_watch_that_reconnects_clears_its_failure_though_nothing_changed(
+    start_tree: StartTree, consul: ConsulServer
+) -> None:
+    consul.put("myapp/config/a", "1")
+    recorder = await start(start_tree, kv(consul))
+    state = current_table().sources[NAME]
+    consul.faults.always(FaultKind.HTTP_500, interrupt=True)
+    await eventually(lambda: state.last_error is not None)
+
+    consul.faults.clear()  # nothing was written meanwhile
+
+    await eventually(lambda: state.last_error is None)  # the new watch's first answer
+    assert Config.get_nowait("a") == 1
+
+    async def write() -> None:
+        consul.put("myapp/config/a", "2")
+
+    assert await recorder.settled(0, then=write) == [("a", 1, 2)]
+
+
+class Handed:
+    """A ``changed`` that records what a watch hands over, instead of sending it on."""
+
+    def __init__(self) -> None:
+        self.layers: list[Section | None] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def __call__(self, layer: Section | None = None, /) -> None:
+        self.layers.append(layer)
+
+
+@contextlib.asynccontextmanager
+async def watching(source: ConsulSource) -> AsyncIterator[Handed]:
+    """Run ``source.watch`` on its own, as its watcher process would, until the block ends."""
+    handed = Handed()
+    handed.task = asyncio.create_task(source.watch(handed))
+    try:
+        yield handed
+    finally:
+        handed.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConsulError):
+            await handed.task
+
+
+async def answered(consul: ConsulServer, make_it_answer: Callable[[], Any]) -> None:
+    """Make the blocking query held now answer, and wait until the watch has dealt with the
+    answer: it hands over (or not) before it sends its next query, so once that arrives
+    whatever the answer caused has happened."""
+    await eventually(lambda: consul.waiting > 0)
+    before = consul.blocking_queries
+    make_it_answer()
+    await eventually(lambda: consul.blocking_queries > before)
+
+
+async def test_a_watch_hands_over_the_layer_it_read(consul: ConsulServer) -> None:
+    first_index = consul.put("myapp/config/a", "1")
+    source = kv(consul, wait=30.0)
+    written: dict[str, int] = {}
+    async with watching(source) as handed:
+        await eventually(lambda: len(handed.layers) == 1)
+        await source.accepted(handed.layers[0])  # type: ignore[arg-type]
+
+        await answered(consul, lambda: written.update(index=consul.put("myapp/config/a", "2")))
+
+    first, second = handed.layers
+    assert first is not None and thaw(first) == {"a": 1}
+    assert second is not None and thaw(second) == {"a": 2}
+    # handed over, not yet accepted: explain names what the tree serves
+    assert source.origin(("a",)).endswith(f"(ModifyIndex {first_index})")
+    assert source.origin(("a",), second).endswith(f"(ModifyIndex {written['index']})")
+    assert [r.index for r in consul.kv_requests("GET") if not r.blocking] == [None]
+
+
+async def test_a_load_reads_consul_itself_never_what_a_watch_read(consul: ConsulServer) -> None:
+    consul.put("myapp/config/a", "1")
+    source = kv(consul, wait=30.0)
+    async with watching(source) as handed:
+        await eventually(lambda: len(handed.layers) == 1)
+        await answered(consul, lambda: consul.put("myapp/config/a", "2"))
+        plain_reads = sum(1 for r in consul.kv_requests("GET") if not r.blocking)
+
+        layer = await source.load()
+
+    assert thaw(layer) == {"a": 2}
+    assert all(layer is not handed_over for handed_over in handed.layers)
+    assert sum(1 for r in consul.kv_requests("GET") if not r.blocking) == plain_reads + 1
+
+
+async def test_a_layer_not_accepted_is_neither_cached_nor_taken_as_served(
+    consul: ConsulServer, tmp_path: Path
+) -> None:
+    """Each answer is compared with the layer the tree serves: one the manager rejected (no
+    ``accepted``) is handed over again at the next answer, even with nothing written."""
+    cache = tmp_path / "consul.json"
+    consul.put("myapp/config/a", "1")
+    source = kv(consul, wait=30.0, cache_path=cache)
+    async with watching(source) as handed:
+        await eventually(lambda: len(handed.layers) == 1)
+
+        await answered(consul, consul.wake_blocking)  # same index, same data
+
+        assert len(handed.layers) == 2 and not cache.exists()
+        await source.accepted(handed.layers[1])  # type: ignore[arg-type]
+        assert cache.exists()
+
+        await answered(consul, consul.wake_blocking)
+        await answered(consul, lambda: consul.put("myapp/config/a", "1"))  # a bump, same value
+
+        assert len(handed.layers) == 2
+
+
+async def test_a_new_watch_after_a_failure_hands_over_its_first_answer(
+    consul: ConsulServer,
+) -> None:
+    consul.put("myapp/config/a", "1")
+    source = kv(consul, wait=30.0)
+    async with watching(source) as failing:
+        await eventually(lambda: len(failing.layers) == 1)
+        await source.accepted(failing.layers[0])  # type: ignore[arg-type]
+        await eventually(lambda: consul.waiting > 0)
+        consul.faults.next(FaultKind.HTTP_500, interrupt=True)
+        assert failing.task is not None
+        with pytest.raises(ConsulError, match="No cluster leader"):
+            await failing.task
+
+    async with watching(source) as again:
+        # nothing changed since the failed watch's answer: handed over all the same
+        await eventually(lambda: len(again.layers) == 1)
+        await answered(consul, consul.wake_blocking)
+
+    assert same(again.layers[0], failing.layers[0])
+    assert len(again.layers) == 1
+
+
+async def test_after_an_older_layer_was_accepted_the_watch_hands_the_newer_one_again(
+    consul: ConsulServer,
+) -> None:
+    """The manager committed an older read after a newer one: the tree serves the older, so
+    the watch's next answer, which holds the newer data, is handed over again."""
+    consul.put("myapp/config/a", "1")
+    source = kv(consul, wait=30.0)
+    older = await source.load()
+    consul.put("myapp/config/a", "2")
+    newer = await source.load()
+    await source.accepted(newer)
+    await source.accepted(older)
+
+    async with watching(source) as handed:
+        await eventually(lambda: len(handed.layers) == 1)
+        await answered(consul, consul.wake_blocking)
+
+    assert [thaw(layer) for layer in handed.layers] == [{"a": 2}, {"a": 2}]

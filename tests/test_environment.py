@@ -3,8 +3,10 @@ by every EnvironmentSource, every file's placeholders and ``profile_env``."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +14,7 @@ from otpylib_config import Config, EnvironmentSource, FileSource
 from otpylib_config.environment import EnvFileError, Environment, PlaceholderNames
 from otpylib_config.errors import SourceError
 
-from .conftest import StartTree
+from .conftest import FakeSource, StartTree
 
 # -- the environment on its own ------------------------------------------------------------
 
@@ -232,3 +234,45 @@ async def test_a_missing_named_env_file_fails_the_start_unless_optional(
         sources=[EnvironmentSource("APP_")], env_file=tmp_path / ".env", env_file_optional=True
     )
     assert await Config.get("name") == "svc"
+
+
+# -- what an EnvironmentSource keeps between load and accepted (docs/sources.md) -------------
+
+
+async def test_a_dot_env_edit_while_a_reading_is_out_leaves_each_layer_its_origins(
+    start_tree: StartTree, tmp_path: Path
+) -> None:
+    """Two readings out at once (held up by a slow source), the ``.env`` edited between their
+    loads: the first is committed after the second was loaded, and the second is rejected.
+    ``explain`` names the variable behind the value in use, the first's."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("APP_X=1\n")
+    environ: dict[str, str] = {}
+    slow = FakeSource("slow", required=False)
+
+    def below_100(tree: Any) -> None:
+        if tree["x"] >= 100:
+            raise ValueError("x must be below 100")
+
+    env = EnvironmentSource("APP_", env_file=env_file, environ=environ)
+    await start_tree(sources=[env, slow], schema=below_100)
+    assert (await Config.explain("x")).origin == f"{env_file}: APP_X"
+    first, second = slow.block_next(), slow.block_next()
+
+    environ["APP_X"] = "5"  # the process sets it now, over the file
+    one = asyncio.ensure_future(Config.reload())
+    await first.reached()  # the environment was loaded before the slow source was reached
+    environ.clear()
+    env_file.write_text("APP_X=500\n")  # edited while that reading is out
+    two = asyncio.ensure_future(Config.reload())
+    await second.reached()
+
+    first.release()
+    assert (await one).errors == {}
+    assert Config.get_nowait("x") == 5
+    assert (await Config.explain("x")).origin == "$APP_X"
+
+    second.release()
+    assert "x must be below 100" in (await two).errors["validation"]
+    assert Config.get_nowait("x") == 5
+    assert (await Config.explain("x")).origin == "$APP_X"

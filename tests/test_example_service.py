@@ -96,13 +96,20 @@ async def test_a_bad_edit_is_rejected_and_a_good_one_is_published(
 
         config.write_text(config.read_text().replace('rate = "10"', 'rate = "20mbit"'))
 
-        events = await recorder.settled(1)
-    assert events == [
+        events = await recorder.settled(
+            1, then=lambda: Config.put("queuemizer.tc_rules.eth0.rate", "30mbit")
+        )
+    assert events == [  # the rejected edit sent nothing
         (
             "queuemizer.tc_rules.eth0",
             {"rate": "10mbit", "burst": 32},
             {"rate": "20mbit", "burst": 32},
-        )
+        ),
+        (
+            "queuemizer.tc_rules.eth0",
+            {"rate": "20mbit", "burst": 32},
+            {"rate": "30mbit", "burst": 32},
+        ),
     ]
 
 

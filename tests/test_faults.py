@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from otpylib import atom, gen_server, process, supervisor
+from otpylib import atom, gen_server, process
 from otpylib.gen_server import NoReply, Reply
-from otpylib.module import GEN_SERVER, SUPERVISOR, OTPModule
+from otpylib.module import GEN_SERVER, OTPModule
 from otpylib.supervisor import ONE_FOR_ALL, SHUTDOWN
 
 import otpylib_config
@@ -34,6 +34,7 @@ from otpylib_config import (
 from otpylib_config.client import current_table
 from otpylib_config.supervisor import in_process
 
+from ._otp_helpers import AppSupervisor, Outer, start_unlinked
 from .conftest import Recorder, StartTree, eventually
 
 REASONS: list[Any] = [
@@ -113,7 +114,7 @@ async def test_a_hundred_kills_under_load_lose_no_acknowledged_put(
             await Config.put(f"keys.w{n}_{i}", i)
             acknowledged[f"keys.w{n}_{i}"] = i
             i += 1
-            await asyncio.sleep(rng.random() * 0.002)
+            await asyncio.sleep(rng.random() * 0.002)  # pacing: kills land between puts
 
     async def reader() -> None:
         while not done.is_set():
@@ -131,7 +132,7 @@ async def test_a_hundred_kills_under_load_lose_no_acknowledged_put(
             pid = process.whereis(name)
             if pid is not None:
                 await in_process(lambda pid=pid, k=kill: process.exit(pid, REASONS[k % 10]))
-            await asyncio.sleep(rng.random() * 0.01)
+            await asyncio.sleep(rng.random() * 0.01)  # pacing: kills at random moments
         done.set()
 
     tasks = [asyncio.create_task(writer(n)) for n in range(4)]
@@ -217,46 +218,6 @@ async def test_past_the_intensity_the_tree_stops_for_good_and_says_so(
     assert [e.metadata["id"] for e in stopped] == ["default"]
 
 
-class App(metaclass=OTPModule, behavior=SUPERVISOR, version="1.0.0"):
-    """An application's tree: the config tree, and optionally a sibling worker."""
-
-    async def init(self, arg: Any) -> Any:
-        spec, strategy, with_sibling = arg
-        children = [otpylib_config.child_spec(spec)]
-        if with_sibling:
-            children.append(supervisor.child_spec(id="sibling", module=Sibling, name="sibling"))
-        return (children, supervisor.options(strategy=strategy, max_restarts=5, max_seconds=5))
-
-    async def terminate(self, reason: Any, state: Any) -> None:
-        pass
-
-
-class Outer(metaclass=OTPModule, behavior=SUPERVISOR, version="1.0.0"):
-    async def init(self, arg: Any) -> Any:
-        child = supervisor.child_spec(id="app", module=App, args=arg, name="app")
-        return ([child], supervisor.options(max_restarts=5, max_seconds=5))
-
-    async def terminate(self, reason: Any, state: Any) -> None:
-        pass
-
-
-class Sibling(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"):
-    async def init(self, arg: Any) -> Any:
-        return None
-
-    async def handle_call(self, request: Any, from_: Any, state: Any) -> Any:
-        return (Reply(None), state)
-
-    async def handle_cast(self, request: Any, state: Any) -> Any:
-        return (NoReply(), state)
-
-    async def handle_info(self, message: Any, state: Any) -> Any:
-        raise RuntimeError("sibling crashed")
-
-    async def terminate(self, reason: Any, state: Any) -> None:
-        pass
-
-
 def tree_processes(spec_id: str) -> list[Any]:
     prefix = f"otpylib_config.{spec_id}"
     from otpylib.runtime import get_runtime
@@ -280,9 +241,7 @@ async def test_an_embedded_tree_stops_with_its_parent_leaving_nothing(
     path = tmp_path / "config.toml"
     write(path, 0)
     spec = ConfigSpec(id="emb", sources=[FileSource(path, name="config")], reload_interval=None)
-    app = await in_process(
-        lambda: _start_unlinked(App, (spec, supervisor.ONE_FOR_ONE, False), "app")
-    )
+    app = await in_process(lambda: start_unlinked(AppSupervisor, spec, "app"))
     recorder = Recorder()
     await Config.subscribe("app.version", recorder)
     write(path, 1)
@@ -303,7 +262,7 @@ async def test_a_parent_that_restarts_the_tree_gets_every_put_and_subscription_b
     otp_runtime: Any,
 ) -> None:
     spec = ConfigSpec(id="emb", sources=[DefaultsSource({"x": 0})], reload_interval=None)
-    await in_process(lambda: _start_unlinked(Outer, (spec, supervisor.ONE_FOR_ONE, False), "o"))
+    await in_process(lambda: start_unlinked(Outer, (AppSupervisor, spec, "app"), "o"))
     recorder = Recorder()
     await Config.subscribe("x", recorder)
     await Config.put("x", 1)
@@ -315,14 +274,15 @@ async def test_a_parent_that_restarts_the_tree_gets_every_put_and_subscription_b
 
     assert Config.get_nowait("x") == 1
     await Config.put("x", 2)
-    assert await recorder.settled(2) == [("x", 0, 1), ("x", 1, 2)]
+    events = await recorder.settled(2, then=lambda: Config.put("x", 3))
+    assert events == [("x", 0, 1), ("x", 1, 2), ("x", 2, 3)]  # nothing lost, none twice
 
 
 async def test_a_one_for_all_sibling_crash_leaves_exactly_one_config_tree(
     otp_runtime: Any,
 ) -> None:
     spec = ConfigSpec(id="emb", sources=[DefaultsSource({"x": 0})], reload_interval=None)
-    await in_process(lambda: _start_unlinked(App, (spec, ONE_FOR_ALL, True), "app"))
+    await in_process(lambda: start_unlinked(AppSupervisor, (spec, ONE_FOR_ALL, True), "app"))
     await Config.put("x", 1)
     old = {name: process.whereis(f"otpylib_config.emb{name}") for name in ("", ".manager")}
 
@@ -333,12 +293,6 @@ async def test_a_one_for_all_sibling_crash_leaves_exactly_one_config_tree(
     assert len(tree_processes("emb")) == 3  # supervisor, manager, notifier: one of each
     assert Config.get_nowait("x") == 1
     await Config.put("x", 2)
-
-
-async def _start_unlinked(module: Any, arg: Any, name: str) -> Any:
-    pid = await supervisor.start_link(module, init_arg=arg, name=name)
-    await process.unlink(pid)  # the short-lived starter must not take the tree down
-    return pid
 
 
 async def test_start_and_stop_fifty_times_leaves_nothing_behind(
@@ -378,7 +332,7 @@ async def test_stop_is_bounded_when_a_callback_ignores_cancellation(
         started.set()
         for _ in range(3):
             try:
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(1.0)  # a slow callback: what stop() must not wait for
             except asyncio.CancelledError:
                 continue  # swallows cancellation, then ends by itself after ~3 s
 

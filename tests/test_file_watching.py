@@ -19,9 +19,11 @@ from otpylib import process
 
 from otpylib_config import Config, FileSource, telemetry
 from otpylib_config.client import current_table
+from otpylib_config.sources.base import Source
 from otpylib_config.sources.file_watch import CLOSE_EVENTS
+from otpylib_config.values import Section
 
-from .conftest import Recorder, StartTree, eventually
+from .conftest import FakeSource, Recorder, StartTree, eventually
 
 
 class Reloads:
@@ -54,7 +56,7 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-async def watched(start_tree: StartTree, *sources: FileSource) -> Recorder:
+async def watched(start_tree: StartTree, *sources: Source) -> Recorder:
     await start_tree(sources=list(sources), reload_interval=None, watch_debounce=0.02)
     recorder = Recorder()
     await Config.subscribe("**", recorder)
@@ -237,3 +239,91 @@ async def test_a_reader_that_keeps_the_file_open_does_not_hold_up_saves(
         config.write_text("[server]\nport = 9008\n")
         assert await recorder.settled(1) == [("server.port", 8000, 9008)]
         assert (await Config.reload()).errors == {}
+
+
+# -- the races of what the source keeps (docs/sources.md, FileSource) --------------------------
+
+
+class CountedFileSource(FileSource):
+    """A FileSource that records each layer its loads return, so a test knows a read is done."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.layers: list[Section] = []
+
+    async def load(self) -> Section:
+        layer = await super().load()
+        self.layers.append(layer)
+        return layer
+
+
+async def test_a_save_while_a_reading_is_out_is_published_and_not_undone(
+    start_tree: StartTree, config: Path
+) -> None:
+    """A reload read the file, then the file was saved and the watcher's reload published it
+    while the first reading was still out (held up by a slow source): that reading's older
+    layer comes back later and must not undo the save."""
+    source, slow = CountedFileSource(config), FakeSource("slow", required=False)
+    recorder = await watched(start_tree, source, slow)
+    gate = slow.block_next()
+    loaded = len(source.layers)
+
+    reload = asyncio.ensure_future(Config.reload())
+    await gate.reached()
+    await eventually(lambda: len(source.layers) > loaded)  # it has read port = 8000
+    config.write_text("[server]\nport = 9000\n")
+    await eventually(lambda: Config.get_nowait("server.port") == 9000)
+    gate.release()
+    assert (await reload).errors == {}
+
+    assert Config.get_nowait("server.port") == 9000
+
+    async def save_again() -> None:
+        config.write_text("[server]\nport = 9001\n")
+
+    assert await recorder.settled(1, then=save_again) == [
+        ("server.port", 8000, 9000),
+        ("server.port", 9000, 9001),
+    ]
+
+
+async def test_a_watch_that_failed_looks_again_when_it_starts_again(
+    start_tree: StartTree, tmp_path: Path
+) -> None:
+    """The watch of a file whose directory is not there yet fails, and the source reports it;
+    once the directory appears, the next watch looks at once, though the file still looks as
+    the last read found it (missing), so that the failure is cleared."""
+    directory = tmp_path / "conf.d"
+    local = directory / "local.toml"
+    source = FileSource(local, optional=True)
+    source.watch_retry_first, source.watch_retry_max = 0.05, 0.2
+    await start_tree(sources=[source], reload_interval=None, watch_debounce=0.02)
+    state = current_table().sources[source.name]
+    await eventually(lambda: "directory does not exist" in str(state.last_error))
+
+    directory.mkdir()
+
+    await eventually(lambda: state.last_error is None)
+    local.write_text("a = 1\n")
+    await eventually(lambda: Config.get_nowait("a") == 1)
+
+
+async def test_a_save_made_before_the_watch_began_is_picked_up(
+    start_tree: StartTree, config: Path
+) -> None:
+    """The file changed between the tree's first read and the watch's start, when no event
+    could tell: the starting watch compares the file with the last read, and looks again."""
+
+    class SavedBeforeItsWatch(FileSource):
+        async def watch(self, changed: Any) -> None:
+            if not saved:
+                saved.append(True)
+                # another size: on a file system with coarse timestamps, the size is what
+                # tells a rewrite made within the same tick (docs/sources.md)
+                config.write_text("[server]\nport = 9009\nhost = 'a'\n")
+            await super().watch(changed)
+
+    saved: list[bool] = []
+    await watched(start_tree, SavedBeforeItsWatch(config))
+
+    await eventually(lambda: Config.get_nowait("server.port") == 9009)

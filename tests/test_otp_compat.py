@@ -20,6 +20,7 @@ from otpylib.supervisor import ONE_FOR_ALL, SHUTDOWN, TEMPORARY, TRANSIENT
 from otpylib_config import _otp_compat
 from otpylib_config.supervisor import in_process
 
+from ._otp_helpers import Outer, start_unlinked
 from .conftest import eventually
 
 DOWN, EXIT = atom.ensure("DOWN"), atom.ensure("EXIT")
@@ -68,27 +69,34 @@ class Sup(metaclass=OTPModule, behavior=SUPERVISOR, version="1.0.0"):
         pass
 
 
-class Outer(metaclass=OTPModule, behavior=SUPERVISOR, version="1.0.0"):
-    """A supervisor whose only child is a ``Sup`` named ``inner``."""
-
-    async def init(self, arg: Any) -> Any:
-        child = supervisor.child_spec(id="inner", module=Sup, args=arg, name="inner")
-        return ([child], supervisor.options(max_restarts=5, max_seconds=5))
-
-    async def terminate(self, reason: Any, state: Any) -> None:
-        pass
-
-
 def workers(*names: str, restart: Any = supervisor.PERMANENT) -> Any:
     return ([(n, restart) for n in names], supervisor.ONE_FOR_ONE, 10)
 
 
-async def start_unlinked(module: Any, arg: Any, name: str) -> Any:
-    """Start a supervisor from the calling process, then unlink it: the test's process
-    must not die with a supervisor that the test kills or that gives up."""
-    pid = await supervisor.start_link(module, init_arg=arg, name=name)
-    await process.unlink(pid)
-    return pid
+def nested(arg: Any) -> Any:
+    """The ``init_arg`` of an ``Outer`` whose only child is a ``Sup`` named ``inner``."""
+    return (Sup, arg, "inner")
+
+
+async def crashed_and_restarted(name: str) -> bool:
+    """Crash the worker ``name`` (an exception, which even upstream restarts) and say
+    whether its supervisor restarted it: proof that the supervisor runs and has handled
+    every message it got before."""
+    old = process.whereis(name)
+    await process.send(name, "crash")
+    return await restarted(name, old)
+
+
+async def a_later_process_ran() -> None:
+    """Spawn a process and wait for its first step: every process spawned before it has
+    had its first step too (the event loop runs ready tasks in order)."""
+    ran = asyncio.Event()
+
+    async def mark() -> None:
+        ran.set()
+
+    await process.spawn(mark)
+    await asyncio.wait_for(ran.wait(), 5)
 
 
 @pytest.fixture(autouse=True)
@@ -108,8 +116,10 @@ def upstream() -> Iterator[None]:
         assert _otp_compat.install()
 
 
-async def restarted(name: str, old: Any, timeout: float = 1.0) -> bool:
-    """Whether ``name`` is registered again, to a process other than ``old``."""
+async def restarted(name: str, old: Any, timeout: float = 5.0) -> bool:
+    """Wait until ``name`` is registered again, to a process other than ``old``; ``False``
+    if that never happens. The timeout only bounds a hang: that something is *not*
+    restarted is shown by a later restart instead (:func:`crashed_and_restarted`)."""
     try:
         await eventually(lambda: process.whereis(name) not in (None, old), timeout=timeout)
     except BaseException:
@@ -117,14 +127,12 @@ async def restarted(name: str, old: Any, timeout: float = 1.0) -> bool:
     return True
 
 
-async def kill_child_with(reason: Any) -> bool:
-    async def body() -> bool:
-        await supervisor.start_link(Sup, init_arg=workers("w"), name="sup")
-        old = process.whereis("w")
-        await process.exit(old, reason)
-        return await restarted("w", old)
-
-    return await in_process(body)
+async def exit_child_with(reason: Any) -> Any:
+    """Start ``sup`` with ``w`` and ``x``, end ``w`` with ``exit(w, reason)``; ``w``'s pid."""
+    await supervisor.start_link(Sup, init_arg=workers("w", "x"), name="sup")
+    old = process.whereis("w")
+    await process.exit(old, reason)
+    return old
 
 
 REASONS = [KILL, KILLED, atom.ensure("custom"), "a string", ValueError("an exception"), SHUTDOWN]
@@ -134,14 +142,22 @@ REASONS = [KILL, KILLED, atom.ensure("custom"), "a string", ValueError("an excep
 async def test_upstream_never_restarts_a_child_ended_by_exit(
     otp_runtime: Any, upstream: None, reason: Any
 ) -> None:
-    assert await kill_child_with(reason) is False
+    async def body() -> tuple[bool, bool]:
+        old = await exit_child_with(reason)
+        supervising = await crashed_and_restarted("x")  # so w's death was handled before
+        return supervising, process.whereis("w") not in (None, old)
+
+    assert await in_process(body) == (True, False)
 
 
 @pytest.mark.parametrize("reason", REASONS, ids=str)
 async def test_a_child_ended_by_exit_is_restarted_whatever_the_reason(
     otp_runtime: Any, reason: Any
 ) -> None:
-    assert await kill_child_with(reason) is True
+    async def body() -> bool:
+        return await restarted("w", await exit_child_with(reason))
+
+    assert await in_process(body) is True
 
 
 async def monitor_sees(reason: Any) -> tuple[Any, ...]:
@@ -172,29 +188,37 @@ async def test_every_death_is_announced_with_one_down_shape_and_its_reason(
         assert down[0] == DOWN and down[2] == atom.ensure("process") and down[-1] == seen
 
 
-async def trapping_target_after_exit() -> tuple[bool, bool]:
-    """exit(sup, custom) on a supervisor, which traps exits: (alive, still registered)."""
-
-    async def body() -> tuple[bool, bool]:
-        pid = await start_unlinked(Sup, workers("w"), "sup")
-        stranger = await process.spawn(lambda: process.exit(pid, atom.ensure("custom")))
-        await eventually(lambda: not process.is_alive(stranger))
-        await asyncio.sleep(0.05)
-        return process.is_alive(pid), process.whereis("sup") == pid
-
-    return await in_process(body)
+async def exit_a_supervisor_from_a_stranger() -> Any:
+    """``exit(sup, custom)`` from another process, on a supervisor (which traps exits)."""
+    pid = await start_unlinked(Sup, workers("w"), "sup")
+    stranger = await process.spawn(lambda: process.exit(pid, atom.ensure("custom")))
+    await eventually(lambda: not process.is_alive(stranger))
+    return pid
 
 
 async def test_upstream_leaves_an_unnamed_zombie_of_a_process_that_traps_exits(
     otp_runtime: Any, upstream: None
 ) -> None:
-    assert await trapping_target_after_exit() == (True, False)
+    async def body() -> tuple[Any, bool, bool]:
+        ref = await process.monitor(await start_unlinked(Sup, workers("w"), "watched"))
+        pid = process.whereis("watched")
+        await process.spawn(lambda: process.exit(pid, atom.ensure("custom")))
+        down = await process.receive(timeout=5)  # its death is announced...
+        assert down[1] == ref
+        return down[0], process.is_alive(pid), process.whereis("watched") == pid
+
+    assert await in_process(body) == (DOWN, True, False)  # ...yet it runs on, unnamed
 
 
 async def test_a_process_that_traps_exits_gets_a_message_and_keeps_its_name(
     otp_runtime: Any,
 ) -> None:
-    assert await trapping_target_after_exit() == (True, True)
+    async def body() -> tuple[bool, bool, bool]:
+        pid = await exit_a_supervisor_from_a_stranger()
+        handled = await crashed_and_restarted("w")  # it took the exit message, then this
+        return handled, process.is_alive(pid), process.whereis("sup") == pid
+
+    assert await in_process(body) == (True, True, True)
 
 
 async def test_kill_cannot_be_trapped(otp_runtime: Any) -> None:
@@ -214,7 +238,7 @@ async def killed_before_it_ran() -> bool:
     async def body() -> bool:
         pid = await process.spawn(lambda: asyncio.sleep(60))
         await process.exit(pid, atom.ensure("custom"))
-        await asyncio.sleep(0.02)
+        await a_later_process_ran()  # so this one had its first step, or its exit
         return process.is_alive(pid)
 
     return await in_process(body)
@@ -230,34 +254,42 @@ async def test_a_process_killed_before_it_ran_is_gone(otp_runtime: Any) -> None:
     assert await killed_before_it_ran() is False
 
 
-async def inner_after_outer_shutdown() -> bool:
-    async def body() -> bool:
-        outer = await supervisor.start_link(Outer, init_arg=workers("w"), name="outer")
-        inner, worker = process.whereis("inner"), process.whereis("w")
-        await process.send(outer, SHUTDOWN)
-        await eventually(lambda: not process.is_alive(outer))
-        await asyncio.sleep(0.05)
-        return process.is_alive(inner) or process.is_alive(worker)
-
-    return await in_process(body)
+async def shut_the_outer_supervisor_down() -> tuple[Any, Any]:
+    """Start ``outer`` > ``inner`` > ``w``, shut ``outer`` down; ``(inner, w)`` as they were."""
+    outer = await supervisor.start_link(Outer, init_arg=nested(workers("w")), name="outer")
+    inner, worker = process.whereis("inner"), process.whereis("w")
+    await process.send(outer, SHUTDOWN)
+    await eventually(lambda: not process.is_alive(outer))
+    return inner, worker
 
 
 async def test_upstream_nested_supervisors_outlive_their_parent(
     otp_runtime: Any, upstream: None
 ) -> None:
-    assert await inner_after_outer_shutdown() is True
+    async def body() -> tuple[bool, bool]:
+        inner, _ = await shut_the_outer_supervisor_down()
+        supervising = await crashed_and_restarted("w")  # inner handled all it got before
+        return supervising, process.is_alive(inner)
+
+    assert await in_process(body) == (True, True)
 
 
 async def test_a_nested_supervisor_stops_with_its_parent(otp_runtime: Any) -> None:
-    assert await inner_after_outer_shutdown() is False
+    async def body() -> None:
+        inner, worker = await shut_the_outer_supervisor_down()
+        await eventually(lambda: not process.is_alive(inner) and not process.is_alive(worker))
+        assert process.whereis("inner") is None and process.whereis("w") is None
+
+    await in_process(body)
 
 
 async def test_a_nested_supervisor_stops_when_its_parent_is_killed(otp_runtime: Any) -> None:
     async def body() -> None:
-        outer = await start_unlinked(Outer, workers("w"), "outer")
+        outer = await start_unlinked(Outer, nested(workers("w")), "outer")
         inner, worker = process.whereis("inner"), process.whereis("w")
         await process.exit(outer, KILL)
         await eventually(lambda: not process.is_alive(inner) and not process.is_alive(worker))
+        assert process.whereis("inner") is None and process.whereis("w") is None
 
     await in_process(body)
 
@@ -270,11 +302,11 @@ async def test_restart_types_are_honoured(otp_runtime: Any) -> None:
         await process.send("temp", "crash")
         await process.send("trans", "stop")  # a normal exit
         await eventually(lambda: not process.is_alive(temp) and not process.is_alive(trans))
-        assert not await restarted("temp", temp, timeout=0.2)
-        assert not await restarted("trans", trans, timeout=0.2)
         perm = process.whereis("perm")
         await process.send("perm", "stop")  # permanent: restarted even after a normal exit
         assert await restarted("perm", perm)
+        # The supervisor handled the two earlier deaths before this one: no restart came.
+        assert process.whereis("temp") is None and process.whereis("trans") is None
 
     await in_process(body)
 
@@ -284,7 +316,7 @@ async def test_past_the_intensity_a_supervisor_escalates_and_its_parent_restarts
 ) -> None:
     async def body() -> None:
         arg = ([("w", supervisor.PERMANENT)], supervisor.ONE_FOR_ONE, 2)
-        await supervisor.start_link(Outer, init_arg=arg, name="outer")
+        await supervisor.start_link(Outer, init_arg=nested(arg), name="outer")
         inner = process.whereis("inner")
         for _ in range(3):  # the third death in 5 s is one too many for max_restarts=2
             old = process.whereis("w")
@@ -296,32 +328,37 @@ async def test_past_the_intensity_a_supervisor_escalates_and_its_parent_restarts
     await in_process(body)
 
 
-async def failed_restart_leaves() -> tuple[bool, bool]:
-    """Crash ``w``, whose init then fails: (w running again?, sup still alive?)."""
-
-    async def body() -> tuple[bool, bool]:
-        sup = await start_unlinked(Sup, workers("w"), "sup")
-        FAIL_INIT.add("w")
-        old = process.whereis("w")
-        await process.send("w", "crash")
-        await eventually(lambda: not process.is_alive(old))
-        await asyncio.sleep(0.1)
-        return process.whereis("w") is not None, process.is_alive(sup)
-
-    return await in_process(body)
+async def crash_w_whose_init_then_fails() -> Any:
+    """Start ``sup`` with ``w`` and ``x``, then crash ``w``, whose init now fails."""
+    sup = await start_unlinked(Sup, workers("w", "x"), "sup")
+    FAIL_INIT.add("w")
+    old = process.whereis("w")
+    await process.send("w", "crash")
+    await eventually(lambda: not process.is_alive(old))
+    return sup
 
 
 async def test_upstream_gives_up_on_a_child_whose_init_fails_and_stays_up(
     otp_runtime: Any, upstream: None
 ) -> None:
-    assert await failed_restart_leaves() == (False, True)
+    async def body() -> tuple[bool, bool, bool]:
+        sup = await crash_w_whose_init_then_fails()
+        supervising = await crashed_and_restarted("x")  # w's failed restart came before
+        return supervising, process.whereis("w") is not None, process.is_alive(sup)
+
+    assert await in_process(body) == (True, False, True)
     assert STARTS["w"] == 2  # one failed restart, never retried
 
 
 async def test_a_failing_restart_is_retried_within_the_intensity_then_escalates(
     otp_runtime: Any,
 ) -> None:
-    assert await failed_restart_leaves() == (False, False)
+    async def body() -> None:
+        sup = await crash_w_whose_init_then_fails()
+        await eventually(lambda: not process.is_alive(sup))
+        assert process.whereis("w") is None and process.whereis("x") is None
+
+    await in_process(body)
     assert STARTS["w"] == 1 + 10  # max_restarts attempts, then the supervisor gave up
 
 
@@ -379,9 +416,10 @@ async def test_a_linked_crash_ends_a_process_and_reaches_one_that_traps(
 ) -> None:
     async def body() -> None:
         me = process.self()
+        linked = asyncio.Event()
 
         async def doomed() -> None:
-            await asyncio.sleep(0.01)
+            await linked.wait()  # crash only once both links are made
             raise RuntimeError("linked crash")
 
         victim = await process.spawn(lambda: asyncio.sleep(60))
@@ -389,7 +427,8 @@ async def test_a_linked_crash_ends_a_process_and_reaches_one_that_traps(
         crasher = await process.spawn(doomed)
         for pid in (victim, trapper):
             await in_linked(pid, crasher)
-        message = await process.receive(timeout=1)
+        linked.set()
+        message = await process.receive(timeout=5)
         assert message[0] == EXIT and message[1] == crasher
         await eventually(lambda: not process.is_alive(victim))
 
@@ -405,28 +444,32 @@ async def in_linked(a: Any, b: Any) -> None:
     await get_runtime()._link_local(a, b)
 
 
-async def crash_alpha_then_beta() -> bool:
-    """Crash each of two children once; whether beta was restarted. Upstream reuses a
-    monitor ref once a monitored process died, so the second DOWN matches the wrong child."""
-
-    async def body() -> bool:
-        await supervisor.start_link(Sup, init_arg=workers("alpha", "beta"), name="sup")
-        alpha = process.whereis("alpha")
-        await process.send("alpha", "crash")
-        assert await restarted("alpha", alpha)
-        beta = process.whereis("beta")
-        await process.send("beta", "crash")
-        return await restarted("beta", beta)
-
-    return await in_process(body)
+async def crash_alpha_then_beta() -> Any:
+    """Crash each of two children once; beta's pid. Upstream reuses a monitor ref once a
+    monitored process died, so the second DOWN matches the wrong child."""
+    await supervisor.start_link(Sup, init_arg=workers("alpha", "beta"), name="sup")
+    assert await crashed_and_restarted("alpha")
+    beta = process.whereis("beta")
+    await process.send("beta", "crash")
+    return beta
 
 
 async def test_upstream_restarts_the_wrong_child(otp_runtime: Any, upstream: None) -> None:
-    assert await crash_alpha_then_beta() is False
+    async def body() -> None:
+        await crash_alpha_then_beta()
+        await eventually(lambda: STARTS["alpha"] == 3)  # beta's death restarted alpha...
+        assert process.whereis("beta") is None  # ...and beta stays dead
+
+    await in_process(body)
+    assert STARTS["beta"] == 1
 
 
 async def test_unique_monitor_refs_keep_the_right_child(otp_runtime: Any) -> None:
-    assert await crash_alpha_then_beta() is True
+    async def body() -> bool:
+        return await restarted("beta", await crash_alpha_then_beta())
+
+    assert await in_process(body) is True
+    assert STARTS == {"alpha": 2, "beta": 2}
 
 
 async def test_tasks_and_hooks_end_with_their_process(otp_runtime: Any) -> None:

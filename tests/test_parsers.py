@@ -177,3 +177,82 @@ def test_a_syntax_error_never_quotes_the_document(fmt: str, text: str) -> None:
 def test_a_document_that_is_not_a_table_is_refused() -> None:
     with pytest.raises(ParseError, match="table/object, got list"):
         parse_text("[1, 2]", "json")
+
+
+# -- encoding and formats --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_byte_order_mark_is_ignored(fmt: str) -> None:
+    text = {"toml": "a = 1\n", "json": '{"a": 1}', "yaml": "a: 1\n"}[fmt]
+    assert parse(b"\xef\xbb\xbf" + text.encode(), fmt) == {"a": 1}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_bytes_that_are_not_utf8_are_a_parse_error_at_their_offset(fmt: str) -> None:
+    with pytest.raises(ParseError, match="not valid UTF-8 at byte 5"):
+        parse(b'a = "\xff"', fmt)
+
+
+def test_format_of_ignores_the_suffixs_case_and_needs_a_format_without_one() -> None:
+    assert format_of("CONFIG.YAML", None) == "yaml"
+    assert format_of("config.Toml", None) == "toml"
+    assert format_of("settings.json", None) == "json"
+    with pytest.raises(ValueError, match="cannot tell the format of 'config' from its suffix"):
+        format_of("config", None)
+    with pytest.raises(ValueError, match="unknown format 'ini'"):
+        format_of("config.toml", "ini")
+
+
+# -- where a bad document is wrong -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "text", "where"),
+    [
+        ("toml", "a = 1\nb = \n", "at line 2, column 5"),
+        ("json", '{"a": 1,\n "b": }', "line 2 column 7"),
+        ("yaml", "a: 1\nb: [\n", "at line 3, column 1"),
+    ],
+)
+def test_a_syntax_error_says_where(fmt: str, text: str, where: str) -> None:
+    with pytest.raises(ParseError, match=f"invalid {fmt.upper()}") as info:
+        parse_text(text, fmt)
+    assert where in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "kind"), [("5", "int"), ('"text"', "str"), ("NaN", "float")])
+def test_a_json_document_must_be_an_object(text: str, kind: str) -> None:
+    with pytest.raises(ParseError, match=f"table/object, got {kind}"):
+        parse_text(text, "json")
+
+
+def test_a_yaml_list_document_is_refused() -> None:
+    with pytest.raises(ParseError, match="table/object, got list"):
+        parse_text("- a\n- b\n", "yaml")
+
+
+@pytest.mark.parametrize("text", ["", "~\n", "null\n", "# only a comment\n"])
+def test_an_empty_yaml_document_is_an_empty_layer(text: str) -> None:
+    assert parse_text(text, "yaml") == {}
+
+
+def test_values_that_are_not_json_like_are_refused_by_their_path() -> None:
+    with pytest.raises(ParseError) as info:
+        parse_text('{"limits": {"ratio": NaN}}', "json")
+    assert str(info.value) == "limits.ratio: NaN is not a valid configuration value"
+
+
+def test_a_key_that_cannot_be_a_path_segment_is_refused_where_it_is() -> None:
+    with pytest.raises(ParseError, match=r"mapping key 'a\.b' cannot be a path segment") as info:
+        parse_text('{"db": {"a.b": 1}}', "json")
+    assert str(info.value).startswith("db: ")
+
+
+# -- what a good document becomes ------------------------------------------------------------
+
+
+def test_toml_arrays_of_tables_are_tuples_of_sections_and_times_are_kept() -> None:
+    layer = parse_text("t = 07:32:00\n[[rules]]\nx = 1\n[[rules]]\nx = 2\n", "toml")
+    assert layer == {"t": datetime.time(7, 32), "rules": ({"x": 1}, {"x": 2})}
+    assert all(type(rule) is Section for rule in layer["rules"])

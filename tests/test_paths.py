@@ -1,4 +1,9 @@
-"""Specification of otpylib_config.paths: dot-separated paths and glob patterns (DESIGN §3)."""
+"""Specification of otpylib_config.paths: dot-separated paths and glob patterns.
+
+A path is non-empty segments joined by dots, without glob characters; a pattern may hold
+``*`` (one segment), ``**`` (zero or more) and ``?``/``[abc]``/``tc_*`` inside a segment;
+both are bounded in segments and length (README.md, Paths, patterns and events; Input
+limits)."""
 
 from __future__ import annotations
 

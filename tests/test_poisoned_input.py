@@ -32,7 +32,7 @@ from otpylib_config import (
 from otpylib_config.redact import REDACTED
 from otpylib_config.values import MAX_INT_DIGITS, MAX_ITEMS, MAX_STRING_LENGTH
 
-from .conftest import Recorder, StartTree, eventually
+from .conftest import Recorder, StartTree, eventually, nested
 
 SECRET = "hunter2-SECRET-xyz"
 ALL_EVENTS = tuple(
@@ -43,16 +43,9 @@ ALL_EVENTS = tuple(
 GOOD = {"db": {"url": "pg://db/app", "pool": 5}, "feature": {"on": True}}
 
 
-def nested(levels: int) -> Any:
-    value: Any = "leaf"
-    for _ in range(levels):
-        value = {"a": value}
-    return value
-
-
 BAD_PUTS = {
     "huge int": 10**5000,
-    "100-deep dict": nested(100),
+    "100-deep dict": nested(100, "leaf"),
     "2M-char string": "s" * (2 * MAX_STRING_LENGTH),
     "bytes": b"raw-bytes-value",
     "set": {"set-member-value"},
@@ -110,9 +103,9 @@ async def test_after_every_bad_put_the_tree_serves_and_reports_normally(
 
 async def test_depth_is_counted_from_the_root_for_puts(start_tree: StartTree) -> None:
     await start_tree(sources=[DefaultsSource(GOOD)])
-    await Config.put("x.y", nested(62))  # leaf at depth 2 + 62 = 64: the limit
+    await Config.put("x.y", nested(62, "leaf"))  # leaf at depth 2 + 62 = 64: the limit
     with pytest.raises(InvalidValueError, match="deeper than 64"):
-        await Config.put("x.y.z", nested(62))
+        await Config.put("x.y.z", nested(62, "leaf"))
     assert str(await Config.explain("x.y"))
     assert (await Config.dump())["x"]["y"]["a"]
 

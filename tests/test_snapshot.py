@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import datetime
-from typing import Any
 
 import pytest
 
 from otpylib_config.errors import InvalidPathError
 from otpylib_config.snapshot import Snapshot
 from otpylib_config.tree import MISSING, diff, set_in
-from otpylib_config.values import EMPTY, Section, freeze
+from otpylib_config.values import EMPTY, freeze
 
-
-def tree(data: dict[str, Any]) -> Section:
-    frozen = freeze(data)
-    assert isinstance(frozen, Section)
-    return frozen
-
+from .conftest import tree
 
 BASE = {
     "database": {"url": "pg://a", "pool": {"size": 5, "overflow": 2}},

@@ -343,3 +343,49 @@ async def test_a_tree_hands_consul_text_to_its_schema(
     model = Config.model()
     assert model.api_key == '{"a": 1}'
     assert model.debug is False
+
+
+# -- what the source keeps between load and accepted (docs/sources.md) ------------------------
+
+
+async def test_each_accepted_layer_brings_its_own_origins_and_entries(
+    consul: ConsulServer, tmp_path: Path
+) -> None:
+    """Two readings in flight: the manager may commit the first after the second was read;
+    what it accepts is explained and cached as it was read, not as the newest read was."""
+    cache = tmp_path / "consul-cache.json"
+    first_index = consul.put("myapp/config/a", "1")
+    kv = source(consul, cache_path=cache)
+    first = await kv.load()
+    second_index = consul.put("myapp/config/a", "2")
+    second = await kv.load()
+
+    await kv.accepted(first)
+
+    assert kv.origin(("a",)).endswith(f"(ModifyIndex {first_index})")
+    assert json.loads(cache.read_text())["entries"][0]["Value"] == "MQ=="
+    # a candidate that validation judges is explained as read, before it is accepted
+    assert kv.origin(("a",), second).endswith(f"(ModifyIndex {second_index})")
+
+    await kv.accepted(second)
+
+    assert kv.origin(("a",)).endswith(f"(ModifyIndex {second_index})")
+    assert json.loads(cache.read_text())["entries"][0]["Value"] == "Mg=="
+
+
+async def test_an_older_layer_accepted_after_a_newer_one_is_what_it_explains_and_caches(
+    consul: ConsulServer, tmp_path: Path
+) -> None:
+    """The source follows the tree, whatever order the manager committed its reads in."""
+    cache = tmp_path / "consul-cache.json"
+    old_index = consul.put("myapp/config/a", "1")
+    kv = source(consul, cache_path=cache)
+    older = await kv.load()
+    consul.put("myapp/config/a", "2")
+    newer = await kv.load()
+
+    await kv.accepted(newer)
+    await kv.accepted(older)
+
+    assert kv.origin(("a",)).endswith(f"(ModifyIndex {old_index})")
+    assert json.loads(cache.read_text())["entries"][0]["Value"] == "MQ=="

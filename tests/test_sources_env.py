@@ -275,6 +275,27 @@ async def test_env_file_values_are_read_and_the_process_wins(tmp_path: Any) -> N
     assert source.origin(("db", "url")) == f"{env_file}: APP_DB__URL"
 
 
+async def test_each_accepted_layer_is_explained_by_its_own_variables(tmp_path: Any) -> None:
+    """Two loads before either is accepted (two readings out at once): each layer accepted
+    is explained by the variables it was loaded from, not by the newest load's."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("APP_X=1\n")
+    environ: dict[str, str] = {}
+    source = EnvironmentSource("APP_", env_file=env_file, environ=environ)
+    from_file = await source.load()
+    environ["APP_X"] = "2"
+    from_process = await source.load()
+
+    await source.accepted(from_file)
+
+    assert source.origin(("x",)) == f"{env_file}: APP_X"
+    assert source.origin(("x",), from_process) == "$APP_X"  # a candidate validation judges
+
+    await source.accepted(from_process)
+
+    assert source.origin(("x",)) == "$APP_X"
+
+
 async def test_env_file_is_reread_on_every_load(tmp_path: Any) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("APP_X=1\n")
@@ -511,6 +532,19 @@ async def test_variables_the_tree_uses_elsewhere_are_not_reported(tmp_path: Any)
     assert len(flat.warnings) == 1 and "$TYPO" in flat.warnings[0]
     assert await prefixed.load() == {"port": 1}
     assert await file.load() == {"secret_key": "s"}  # the placeholder sees .env
+
+
+async def test_the_warnings_of_each_layer_are_kept_with_it_until_it_is_accepted() -> None:
+    environ = {"APP_PORTT": "1"}
+    source = configured(EnvironmentSource("APP_", environ=environ))
+    with_typo = await source.load()
+    environ.clear()
+    environ["APP_PORT"] = "1"
+    without = await source.load()
+
+    (warning,) = source.warnings_of(with_typo)
+    assert "$APP_PORTT" in warning
+    assert source.warnings_of(without) == () == source.warnings  # the newest load's
 
 
 async def test_without_a_schema_nothing_is_reported(tmp_path: Any) -> None:

@@ -1,5 +1,11 @@
-"""Specification of otpylib_config.subscriptions: event granularity (DESIGN §3) and coalescing
-of a subscriber's pending events (DESIGN §4)."""
+"""Specification of otpylib_config.subscriptions: which events a change gives each pattern,
+and how a subscriber's pending events coalesce.
+
+An event has the granularity of its pattern: one per changed leaf, at the deepest
+ancestor-or-self of the leaf that the pattern matches, with the whole old and new value
+there (``None`` where absent). While a subscriber is busy its pending events coalesce per
+path, first ``old`` and last ``new``, and changes that cancel out send nothing (README.md,
+Paths, patterns and events; docs/architecture.md, Paths, patterns and events)."""
 
 from __future__ import annotations
 
@@ -9,15 +15,10 @@ from typing import Any
 from otpylib_config.paths import parse_pattern
 from otpylib_config.subscriptions import Subscription, Subscriptions
 from otpylib_config.tree import diff, set_in
-from otpylib_config.values import Section, freeze
+
+from .conftest import tree
 
 _ids = count(1)
-
-
-def tree(data: dict[str, Any]) -> Section:
-    frozen = freeze(data)
-    assert isinstance(frozen, Section)
-    return frozen
 
 
 def sub(pattern: str, owner: Any = None, sub_id: int | None = None) -> Subscription:

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from otpylib import process, supervisor
-from otpylib.module import SUPERVISOR, OTPModule
 from otpylib.runtime import get_runtime
 from otpylib.supervisor import SHUTDOWN
 
@@ -15,18 +14,8 @@ import otpylib_config
 from otpylib_config import Config, ConfigSpec, DefaultsSource, NotRunningError
 from otpylib_config.supervisor import in_process
 
+from ._otp_helpers import AppSupervisor
 from .conftest import Recorder, eventually
-
-
-class Application(metaclass=OTPModule, behavior=SUPERVISOR, version="1.0.0"):
-    """An application's own tree with the config tree as one of its children."""
-
-    async def init(self, spec: ConfigSpec) -> Any:
-        children = [otpylib_config.child_spec(spec)]
-        return (children, supervisor.options(max_restarts=3, max_seconds=5))
-
-    async def terminate(self, reason: Any, state: Any) -> None:
-        pass
 
 
 async def stop_application(name: str) -> None:
@@ -40,7 +29,7 @@ async def test_child_spec_embeds_the_tree_in_an_application(otp_runtime: Any) ->
     spec = ConfigSpec(id="app", sources=[DefaultsSource({"server": {"port": 8000}})])
 
     async def boot() -> Any:
-        return await supervisor.start_link(Application, init_arg=spec, name="application")
+        return await supervisor.start_link(AppSupervisor, init_arg=spec, name="application")
 
     await in_process(boot)
     assert await Config.get("server.port") == 8000
@@ -75,7 +64,7 @@ async def test_running_stops_everything_it_started(otp_runtime: Any) -> None:
 
     async def slow(path: str, old: Any, new: Any) -> None:
         slow_started.set()
-        await asyncio.sleep(60)
+        await asyncio.sleep(60)  # a callback that hangs: stopping must cancel it
 
     async with otpylib_config.running(ConfigSpec(sources=[DefaultsSource({"a": 1})])) as tree:
         await Config.subscribe("a", slow)
@@ -98,12 +87,13 @@ async def test_a_second_tree_with_the_same_id_is_refused(otp_runtime: Any) -> No
 
 async def test_events_flow_in_an_embedded_tree(otp_runtime: Any) -> None:
     spec = ConfigSpec(id="embedded", sources=[DefaultsSource({"x": 0})])
-    await in_process(lambda: supervisor.start_link(Application, init_arg=spec, name="app2"))
+    await in_process(lambda: supervisor.start_link(AppSupervisor, init_arg=spec, name="app2"))
     recorder = Recorder()
     await Config.subscribe("x", recorder)
 
     await Config.put("x", 1)
 
-    assert await recorder.settled(1) == [("x", 0, 1)]
+    events = await recorder.settled(1, then=lambda: Config.put("x", 2))
+    assert events == [("x", 0, 1), ("x", 1, 2)]
     await stop_application("app2")
     assert process.whereis("otpylib_config.embedded.notifier") is None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -52,8 +52,27 @@ def test_handlers_only_get_their_own_event(calls) -> None:
     assert calls == []
 
 
-def test_execute_with_no_handlers_does_nothing() -> None:
-    telemetry.execute("test.nobody.listens", {"x": 1}, {"y": 2})
+class Untouchable(Mapping[str, Any]):
+    """Measurements or metadata that fail the test if anything reads them."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise AssertionError("read")
+
+    def __iter__(self) -> Iterator[str]:
+        raise AssertionError("read")
+
+    def __len__(self) -> int:
+        raise AssertionError("read")
+
+
+def test_execute_with_no_handlers_reads_nothing_and_attaches_nothing(calls) -> None:
+    telemetry.attach("t1", "test.other", recorder(calls))
+
+    result = telemetry.execute("test.nobody.listens", Untouchable(), Untouchable())
+
+    assert result is None
+    assert not telemetry.has_handlers("test.nobody.listens")
+    assert calls == []  # a handler of another event is not called either
 
 
 def test_several_handlers_are_called_in_attach_order(calls) -> None:
@@ -203,8 +222,16 @@ def test_span_emits_exception_and_reraises(calls) -> None:
 
 
 def test_span_works_without_handlers() -> None:
-    with telemetry.span("test.unobserved", {}) as stop:
+    bodies: list[dict[str, Any]] = []
+    with telemetry.span("test.unobserved", {"reason": "x"}) as stop:
         stop["x"] = 1
+        bodies.append(stop)
+    with pytest.raises(KeyError, match="lost"), telemetry.span("test.unobserved", {}):
+        raise KeyError("lost")  # reraised unchanged, with nobody to tell
+
+    assert bodies == [{"x": 1}]  # the body ran with a dict of its own
+    for suffix in ("start", "stop", "exception"):
+        assert not telemetry.has_handlers(f"test.unobserved.{suffix}")
 
 
 def test_span_survives_a_raising_handler(calls, caplog: pytest.LogCaptureFixture) -> None:

@@ -18,14 +18,9 @@ from otpylib_config.tree import (
     remove_in,
     set_in,
 )
-from otpylib_config.values import EMPTY, Section, freeze
+from otpylib_config.values import EMPTY, Section
 
-
-def tree(data: dict[str, Any]) -> Section:
-    frozen = freeze(data)
-    assert isinstance(frozen, Section)
-    return frozen
-
+from .conftest import tree
 
 # -- get_in ---------------------------------------------------------------------------------
 

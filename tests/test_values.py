@@ -26,6 +26,8 @@ from otpylib_config.values import (
     thaw,
 )
 
+from .conftest import nested
+
 # -- freeze: what is accepted ---------------------------------------------------------------
 
 
@@ -190,14 +192,6 @@ def test_allow_temporal_applies_inside_lists() -> None:
 
 
 # -- freeze: limits, so that nothing stored can break a reader later -------------------------
-
-
-def nested(levels: int, leaf: object = 1) -> object:
-    """``{"a": {"a": ... leaf}}`` with ``levels`` mappings: the leaf is ``levels`` deep."""
-    value = leaf
-    for _ in range(levels):
-        value = {"a": value}
-    return value
 
 
 def test_the_limits_are_the_documented_numbers() -> None:
