@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -84,9 +86,11 @@ async def test_an_index_bump_without_new_data_notifies_nobody(
 
     consul.put("myapp/config/a", "1")  # a new ModifyIndex, the same value
     consul.put("myapp/other", "x")  # outside the prefix
-    consul.put("myapp/config/b", "2")
 
-    assert await recorder.settled(1) == [("b", None, 2)]
+    async def write() -> None:  # a later write: its event comes first, so those made none
+        consul.put("myapp/config/b", "2")
+
+    assert await recorder.settled(0, then=write) == [("b", None, 2)]
 
 
 async def test_consul_down_at_start_up_starts_degraded_and_catches_up(
@@ -190,18 +194,29 @@ async def test_the_loop_is_rate_limited_when_consul_answers_at_once(
 
 
 async def test_errors_back_off_instead_of_spinning(
-    start_tree: StartTree, consul: ConsulServer
+    start_tree: StartTree, consul: ConsulServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     consul.put("myapp/config/a", "1")
     await start(start_tree, kv(consul, retry_first=0.1, retry_max=10.0))
+    caplog.set_level(logging.DEBUG, logger="otpylib_config")
     consul.faults.always(FaultKind.HTTP_500, interrupt=True)
     consul.clear_requests()
 
-    await asyncio.sleep(1.0)
+    def waits() -> list[float]:  # the watcher logs each wait it takes after a failure
+        found = (re.search(r"retrying in ([0-9.]+)s", r.getMessage()) for r in caplog.records)
+        return [float(m.group(1)) for m in found if m]
 
-    # 0.05-0.1, 0.1-0.2, 0.2-0.4, 0.4-0.8 s waits, each after one watch and one load
-    assert len(consul.kv_requests("GET")) <= 12
+    await eventually(lambda: len(waits()) >= 4, timeout=10.0)
+    requests = len(consul.kv_requests("GET"))
+    failures = len(waits())
     consul.faults.clear()
+
+    # each wait doubles (with jitter: 0.05-0.1, 0.1-0.2, 0.2-0.4, 0.4-0.8 s) ...
+    first = waits()[:4]
+    assert [w >= 0.1 * 2**n / 2 - 0.005 for n, w in enumerate(first)] == [True] * 4
+    assert first == sorted(first)
+    # ... and each follows one watch and one load, not a spin of requests
+    assert requests <= 2 * (failures + 1)
 
 
 async def test_a_restarted_service_starts_on_the_cached_values(

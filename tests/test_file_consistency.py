@@ -166,14 +166,19 @@ async def test_a_reload_waits_for_a_writer_that_holds_the_file_open(
 ) -> None:
     config = tmp_path / "config.toml"
     config.write_text(content(1))
-    await start_tree(sources=[FileSource(config)], watch_debounce=0.02)
+    source = FileSource(config)
+    await start_tree(sources=[source], watch_debounce=0.02)
+    await eventually(lambda: source._file is not None and source._file.live)
+    file = source._file  # what the watcher knows of the file, as the source consults it
+    assert file is not None
     text = content(2)
 
     with open(config, "w") as handle:
         handle.write(text[: len(text) // 2].rsplit("\n", 1)[0] + "\n")  # parses: 61 keys
         handle.flush()
+        await eventually(lambda: file.writing)  # the watcher has seen the writer
         reload = asyncio.ensure_future(Config.reload())
-        await asyncio.sleep(0.3)  # the reload has read the file by now, if it does not wait
+        await eventually(lambda: bool(file._waiters))  # the reload waits for the writer
         assert not reload.done()
         assert complete_version(Config.get_nowait("s")) == 1
         handle.seek(0)
@@ -191,13 +196,17 @@ async def test_a_reload_gives_up_on_a_writer_that_never_closes_without_an_error(
     monkeypatch.setattr(file_module, "MAX_WRITE_WAIT", 0.2)
     config = tmp_path / "config.toml"
     config.write_text(content(1))
-    await start_tree(sources=[FileSource(config)], watch_debounce=0.02)
+    source = FileSource(config)
+    await start_tree(sources=[source], watch_debounce=0.02)
+    await eventually(lambda: source._file is not None and source._file.live)
+    file = source._file  # what the watcher knows of the file, as the source consults it
+    assert file is not None
     text = content(2)
 
     with open(config, "w") as handle:
         handle.write(text[: len(text) // 2].rsplit("\n", 1)[0] + "\n")
         handle.flush()
-        await asyncio.sleep(0.1)  # the watcher has seen the write
+        await eventually(lambda: file.writing)  # the watcher has seen the write
         result = await asyncio.wait_for(Config.reload(), 5.0)
         assert result.errors == {}
         assert complete_version(Config.get_nowait("s")) == 1

@@ -116,7 +116,7 @@ async def test_in_place_write(new_watcher: NewWatcher, config: Path) -> None:
 async def test_touch_asks_for_a_reload(new_watcher: NewWatcher, config: Path) -> None:
     _, changes = new_watcher(config=config)
     os.utime(config)
-    await changes.until("config", "a = 0")
+    assert await changes.until("config", "a = 0") == [("config", "a = 0")]
 
 
 async def test_reading_the_file_notifies_nobody(new_watcher: NewWatcher, config: Path) -> None:
@@ -133,7 +133,7 @@ async def test_write_temp_then_rename_over(new_watcher: NewWatcher, config: Path
     for n, temp in enumerate([".config.toml.swp", "config.toml.tmp"], start=1):
         (config.parent / temp).write_text(f"a = {n}")
         os.replace(config.parent / temp, config)
-        await changes.until("config", f"a = {n}")
+        assert await changes.until("config", f"a = {n}") == [("config", f"a = {n}")]
 
 
 async def test_delete_then_recreate(new_watcher: NewWatcher, config: Path) -> None:
@@ -159,7 +159,10 @@ async def test_kubernetes_configmap_symlink_swap(new_watcher: NewWatcher, tmp_pa
         os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
         shutil.rmtree(old)
         old = new
-        await changes.until("config", f"a = {n}")
+        calls = await changes.until("config", f"a = {n}")
+        # one report of the new version (a swap of ..data may also report the sentinel,
+        # which sits in the same directory)
+        assert [call for call in calls if call[0] == "config"] == [("config", f"a = {n}")]
 
 
 async def test_a_symlink_swap_under_any_name(new_watcher: NewWatcher, tmp_path: Path) -> None:
@@ -172,7 +175,7 @@ async def test_a_symlink_swap_under_any_name(new_watcher: NewWatcher, tmp_path: 
     _configmap_version(tmp_path, "v1", "a = 1")
     os.symlink("v1", tmp_path / "current.new")
     os.replace(tmp_path / "current.new", tmp_path / "current")
-    await changes.until("config", "a = 1")
+    assert await changes.until("config", "a = 1") == [("config", "a = 1")]
 
 
 def _configmap_version(directory: Path, name: str, content: str) -> Path:
@@ -226,7 +229,7 @@ async def test_a_file_that_appears_later_is_noticed(
     optional = tmp_path / "optional.toml"
     _, changes = new_watcher(optional=optional)
     optional.write_text("a = 1")
-    await changes.until("optional", "a = 1")
+    assert await changes.until("optional", "a = 1") == [("optional", "a = 1")]
 
 
 async def test_a_directory_reached_through_a_symlink(
@@ -237,7 +240,7 @@ async def test_a_directory_reached_through_a_symlink(
     config = tmp_path / "link" / "config.toml"
     _, changes = new_watcher(config=config)
     (tmp_path / "real" / "config.toml").write_text("a = 1")
-    await changes.until("config", "a = 1")
+    assert await changes.until("config", "a = 1") == [("config", "a = 1")]
 
 
 async def test_a_missing_directory_is_an_error(tmp_path: Path) -> None:
@@ -298,18 +301,23 @@ async def test_nothing_is_reported_after_stop(new_watcher: NewWatcher, config: P
     await witness.until("config", "a = 1")
     config.write_text("a = 2")
     await witness.until("config", "a = 2")
-    await asyncio.sleep(0.2)  # the stopped watcher's timers would have been due by now
+    # The witness's report of its sentinel was armed after stop(), with the same debounce as
+    # any timer of the stopped watcher: those were due earlier and would have run first.
+    assert await witness.quiet() == []
     assert silent.empty()
 
 
 async def test_stop_cancels_pending_notifications(new_watcher: NewWatcher, config: Path) -> None:
-    """The witness (short debounce) is told first; the slow watcher's timer is then pending."""
+    """The witness (short debounce) is told first; the slow watcher's timer is then pending.
+    A later witness, with a longer debounce than the slow watcher's, is told of the same
+    write after the slow watcher's timer would have fired."""
     slow, silent = new_watcher(config=config, debounce=0.3)
     _, witness = new_watcher(config=config)
+    _, later = new_watcher(config=config, debounce=0.45)
     config.write_text("a = 1")
     await witness.until("config", "a = 1")
     slow.stop()
-    await asyncio.sleep(0.4)  # past the slow watcher's debounce
+    assert await later.until("config", "a = 1") == [("config", "a = 1")]
     assert silent.empty()
 
 
@@ -347,15 +355,28 @@ async def test_watch_paths_does_not_report_a_file_that_still_looks_as_seen(confi
     async def changed() -> None:
         calls.put_nowait(config.read_text())
 
+    witnessed: asyncio.Queue[str] = asyncio.Queue()
+
+    async def witness_changed() -> None:
+        witnessed.put_nowait(config.read_text())
+
     seen = [fingerprint(config)]
-    task = asyncio.create_task(watch_paths([config], changed, debounce=0.02, seen=seen))
+    attached: list[WatchedFile] = []
+    watch = watch_paths([config], changed, debounce=0.02, seen=seen, attach=attached.extend)
+    tasks = [asyncio.create_task(watch)]
     try:
-        await asyncio.sleep(0.1)  # would be reported by now if it were looked at
+        await eventually(lambda: len(attached) == 1)  # it has looked at the file by now
+        # A witness with no ``seen`` looks later and reports its look after the same
+        # debounce: a report of the first one's look would have come before it.
+        tasks.append(asyncio.create_task(watch_paths([config], witness_changed, debounce=0.02)))
+        assert await asyncio.wait_for(witnessed.get(), TIMEOUT) == "a = 0"
+        assert calls.empty()
         config.write_text("a = 4")
         assert await asyncio.wait_for(calls.get(), TIMEOUT) == "a = 4"  # the first report
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_a_report_falls_due_while_writes_go_on(new_watcher: NewWatcher, config: Path) -> None:
@@ -382,8 +403,10 @@ async def test_a_due_report_waits_for_the_writer_to_close(
     with open(config, "w") as handle:
         handle.write("a = ")
         handle.flush()
-        await asyncio.sleep(0.3)  # far past MAX_DELAY debounces: the report is due
-        assert changes.empty()
+        # Each round reports a later write to the sentinel, after a debounce of its own:
+        # MAX_DELAY + 1 rounds take the config file's report far past due, and it is held.
+        for _ in range(MAX_DELAY + 1):
+            assert await changes.quiet() == []
         handle.write("1")
     assert await changes.until("config", "a = 1") == [("config", "a = 1")]
     assert await changes.quiet() == []

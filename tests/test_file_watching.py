@@ -210,22 +210,39 @@ async def test_a_writer_that_pauses_half_way_is_not_read_half_way(
     with open(config, "w") as handle:
         handle.write("[server]\n")  # valid TOML on its own: it would drop server.port
         handle.flush()
-        await asyncio.sleep(0.3)  # far longer than the 20 ms debounce
+        await asyncio.sleep(0.3)  # the writer pauses (pacing): far longer than the debounce
         handle.write("port = 9006\n")
 
-    assert await recorder.settled(1) == [("server.port", 8000, 9006)]
+    def save_again() -> None:
+        config.write_text("[server]\nport = 9106\n")
+
+    # a read half way would have published server.port = None before either of these
+    assert await recorder.settled(1, then=save_again) == [
+        ("server.port", 8000, 9006),
+        ("server.port", 9006, 9106),
+    ]
 
 
 async def test_starting_the_watch_does_not_read_an_unchanged_file_again(
     start_tree: StartTree, config: Path, reloads: Reloads
 ) -> None:
-    recorder = await watched(start_tree, FileSource(config))
-    await asyncio.sleep(0.1)  # a look at start-up would have come by now (debounce: 20 ms)
+    other = config.with_name("other.toml")
+    other.write_text("x = 1\n")
+    source, witness = FileSource(config), FileSource(other)
+    recorder = await watched(start_tree, source, witness)
+    # the watch has looked at the file (it hands over its watched file right after looking)
+    await eventually(lambda: source._file is not None and source._file.live)
+
+    # A save of the other file is reported after the same debounce, from a later moment: a
+    # reload of the look would have come first.
+    other.write_text("x = 2\n")
+    first = await reloads.next(0)
+    assert first["reason"] == f"changed:{witness.name}" and first["changes"] == 1
 
     config.write_text("[server]\nport = 9007\n")
 
-    assert (await reloads.next(0))["changes"] == 1  # no reload before the write's
-    assert await recorder.settled(1) == [("server.port", 8000, 9007)]
+    assert (await reloads.next(1))["reason"] == f"changed:{source.name}"
+    assert await recorder.settled(2) == [("x", 1, 2), ("server.port", 8000, 9007)]
 
 
 @pytest.mark.skipif(not CLOSE_EVENTS, reason="only inotify reports opens and closes")

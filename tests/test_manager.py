@@ -17,16 +17,13 @@ from otpylib_config import (
     DefaultsSource,
     EnvironmentSource,
     FileSource,
-    Section,
-    Source,
     SourceError,
     telemetry,
 )
 from otpylib_config.client import current_table
 from otpylib_config.supervisor import in_process
-from otpylib_config.values import freeze
 
-from .conftest import Recorder, StartTree, eventually
+from .conftest import FakeSource, Recorder, StartTree, eventually
 
 
 async def test_timer_reload_picks_up_environment_changes(start_tree: StartTree) -> None:
@@ -37,8 +34,12 @@ async def test_timer_reload_picks_up_environment_changes(start_tree: StartTree) 
 
     environ["APP_WORKERS"] = "8"
 
-    assert await workers.settled(1) == [("workers", 2, 8)]
-    assert await Config.get("workers") == 8
+    def change_again() -> None:
+        environ["APP_WORKERS"] = "9"
+
+    # the ticks after the change publish nothing more: the next event is the next change's
+    assert await workers.settled(1, then=change_again) == [("workers", 2, 8), ("workers", 8, 9)]
+    assert await Config.get("workers") == 9
 
 
 async def test_missing_required_file_fails_start_with_its_path(
@@ -70,24 +71,10 @@ async def test_optional_missing_file_is_an_empty_layer(
     assert await Config.get("a") == 2
 
 
-class FlakySource(Source):
-    """Raises an unexpected exception type (a bug in a source) when told to."""
-
-    name = "flaky"
-
-    def __init__(self) -> None:
-        self.broken = False
-
-    async def load(self) -> Section:
-        if self.broken:
-            raise KeyError("source bug")
-        return Section({"flaky": 1})
-
-
 async def test_a_source_bug_is_reported_and_its_last_layer_kept(start_tree: StartTree) -> None:
-    source = FlakySource()
+    source = FakeSource("flaky", {"flaky": 1})
     await start_tree(sources=[source])
-    source.broken = True
+    source.fail_from_now(KeyError("source bug"))  # not a SourceError: a bug in the source
 
     with telemetry.capture_events(telemetry.SOURCE_ERROR) as errors:
         result = await Config.reload()
@@ -153,65 +140,50 @@ async def test_gen_server_calls_are_answered_with_an_error_not_a_hang(
 
 
 async def test_timer_survives_a_failing_reload(start_tree: StartTree) -> None:
-    source = FlakySource()
+    source = FakeSource("flaky", {"flaky": 1})
     await start_tree(sources=[source], reload_interval=0.05)
-    source.broken = True
+    source.fail_from_now(KeyError("source bug"))
     table = current_table()
     await eventually(lambda: table.counters["reload_errors"] >= 2)
 
-    source.broken = False
+    source.heal()
     reloads = table.counters["reloads"]
     await eventually(lambda: table.counters["reloads"] > reloads + 1)
     assert (await Config.status()).sources[0].healthy
 
 
-class ScriptedSource(Source):
-    """Each load returns the next value of ``a``; a load with a gate waits for it."""
-
-    name = "scripted"
-
-    def __init__(self) -> None:
-        self.values = [0]
-        self.gates: dict[int, asyncio.Event] = {}
-        self.loads = 0
-
-    async def load(self) -> Section:
-        call = self.loads
-        self.loads += 1
-        gate = self.gates.get(call)
-        if gate is not None:
-            await gate.wait()
-        layer = freeze({"a": self.values[min(call, len(self.values) - 1)]})
-        assert isinstance(layer, Section)
-        return layer
-
-
 async def test_a_reading_that_finishes_late_never_overwrites_a_newer_one(
     start_tree: StartTree,
 ) -> None:
-    source = ScriptedSource()
-    source.values = [0, 1, 2]
-    source.gates[1] = asyncio.Event()  # the first reload's read hangs...
+    source = FakeSource("scripted", {"a": 0})
     await start_tree(sources=[source])
+    source.set({"a": 1})
+    gate = source.block_next()  # the first reload's read hangs...
     first = asyncio.create_task(Config.reload())
-    await eventually(lambda: source.loads == 2)
+    await gate.reached()
+    source.set({"a": 2})
 
     second = await Config.reload()  # ...while the second one reads 2 and applies it
 
     assert second.changed == ("a",) and Config.get_nowait("a") == 2
-    source.gates[1].set()
+    gate.release()
     late = await first
     assert late.changed == () and Config.get_nowait("a") == 2  # 1 came too late
 
 
 async def test_a_stuck_timer_reload_does_not_pile_up_readings(start_tree: StartTree) -> None:
-    source = ScriptedSource()
-    source.gates[1] = asyncio.Event()  # the first timer reload never finishes reading
+    source = FakeSource("scripted", {"a": 0})
+    witness = FakeSource("witness")
     await start_tree(sources=[source], reload_interval=0.01)
-    await eventually(lambda: source.loads == 2)
+    gate = source.block_next()  # the next timer reload never finishes reading
+    await gate.reached()
+    stuck = source.loads
 
-    await asyncio.sleep(0.2)  # about twenty ticks
+    # A second tree ticking on the same interval: once it has reloaded twenty times, about
+    # twenty ticks of the first tree have come too, and each skipped its reload.
+    await start_tree(id="witness", sources=[witness], reload_interval=0.01)
+    await eventually(lambda: witness.loads > 20)
 
-    assert source.loads == 2
-    source.gates[1].set()
+    assert source.loads == stuck
+    gate.release()
     await eventually(lambda: source.loads > 2)  # the next tick reloads again

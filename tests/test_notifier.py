@@ -43,8 +43,10 @@ async def test_interface_subscription_gets_one_event_per_interface(
     )
     await Config.reload()
 
-    events = await rules.settled(3)
-    assert sorted(events) == [
+    eth9 = {"rate": "1kbit", "burst": 1}
+    events = await rules.settled(3, then=lambda: Config.put("queuemizer.tc_rules.eth9", eth9))
+    assert events[3:] == [("queuemizer.tc_rules.eth9", None, eth9)]  # and no fourth before
+    assert sorted(events[:3]) == [
         (
             "queuemizer.tc_rules.eth0",
             {"rate": "10mbit", "burst": 32},
@@ -73,16 +75,33 @@ async def test_patterns_get_events_at_their_own_granularity(start_tree: StartTre
     await Config.put("rate_limits.api", {"requests": 1000, "window": 60})
 
     new_api = {"requests": 1000, "window": 60}
-    assert await exact.settled(1) == [("rate_limits.api.requests", 10, 1000)]
-    assert await star.settled(1) == [("rate_limits.api", {"requests": 10}, new_api)]
-    assert await inseg.settled(1) == [("rate_limits.api", {"requests": 10}, new_api)]
-    assert await section.settled(1) == [
-        ("rate_limits", {"api": {"requests": 10}}, {"api": new_api})
+    later = {"requests": 1, "window": 60}
+
+    async def change_later() -> None:  # every pattern sees it: each list ends with its event
+        await Config.put("rate_limits.api.requests", 1)
+
+    assert await exact.settled(1, then=change_later) == [
+        ("rate_limits.api.requests", 10, 1000),
+        ("rate_limits.api.requests", 1000, 1),
     ]
-    assert sorted(await globstar.settled(2)) == [
+    assert await star.settled(2) == [
+        ("rate_limits.api", {"requests": 10}, new_api),
+        ("rate_limits.api", new_api, later),
+    ]
+    assert await inseg.settled(2) == [
+        ("rate_limits.api", {"requests": 10}, new_api),
+        ("rate_limits.api", new_api, later),
+    ]
+    assert await section.settled(2) == [
+        ("rate_limits", {"api": {"requests": 10}}, {"api": new_api}),
+        ("rate_limits", {"api": new_api}, {"api": later}),
+    ]
+    events = await globstar.settled(3)
+    assert sorted(events[:2]) == [
         ("rate_limits.api.requests", 10, 1000),
         ("rate_limits.api.window", None, 60),
     ]
+    assert events[2:] == [("rate_limits.api.requests", 1000, 1)]
 
 
 async def test_section_replaced_by_scalar_and_back(start_tree: StartTree) -> None:
@@ -94,8 +113,16 @@ async def test_section_replaced_by_scalar_and_back(start_tree: StartTree) -> Non
     await Config.put("a.b", 5)
     await Config.delete("a.b")
 
-    assert await deep.settled(2) == [("a.b.c", 1, None), ("a.b.c", None, 1)]
-    assert await top.settled(2) == [("a.b", {"c": 1}, 5), ("a.b", 5, {"c": 1})]
+    assert await deep.settled(2, then=lambda: Config.put("a.b.c", 7)) == [
+        ("a.b.c", 1, None),
+        ("a.b.c", None, 1),
+        ("a.b.c", 1, 7),  # the later change's: nothing else came before it
+    ]
+    assert await top.settled(3) == [
+        ("a.b", {"c": 1}, 5),
+        ("a.b", 5, {"c": 1}),
+        ("a.b", {"c": 1}, {"c": 7}),
+    ]
 
 
 async def test_deletion_is_a_change_with_new_none(start_tree: StartTree) -> None:
@@ -106,7 +133,10 @@ async def test_deletion_is_a_change_with_new_none(start_tree: StartTree) -> None
 
     await Config.delete("flags.new_ui")
 
-    assert await flags.settled(1) == [("flags.new_ui", True, None)]
+    assert await flags.settled(1, then=lambda: Config.put("flags.new_ui", False)) == [
+        ("flags.new_ui", True, None),
+        ("flags.new_ui", None, False),
+    ]
 
 
 async def test_reload_without_changes_notifies_nobody(
@@ -121,9 +151,9 @@ async def test_reload_without_changes_notifies_nobody(
     config.write_text('{ "a": { "b": 1 } }')  # same data, different bytes
     await Config.reload()
     await Config.put("a.b", 1)  # a put of the value already there changes nothing either
-    await asyncio.sleep(0.05)
 
-    assert everything.events == []
+    # the first event is the one of a later change: the reload and the put made none
+    assert await everything.settled(0, then=lambda: Config.put("a.b", 2)) == [("a.b", 1, 2)]
 
 
 async def test_several_changes_in_one_reload(start_tree: StartTree, tmp_path: Path) -> None:
@@ -137,12 +167,17 @@ async def test_several_changes_in_one_reload(start_tree: StartTree, tmp_path: Pa
     config.write_text('{"db": {"pool": 6, "timeout": 3}, "debug": true}')
     await Config.reload()
 
-    assert sorted(await db.settled(3)) == [
+    events = await db.settled(3, then=lambda: Config.put("db.pool", 7))
+    assert sorted(events[:3]) == [
         ("db.pool", 5, 6),
         ("db.timeout", None, 3),
         ("db.url", "x", None),
     ]
-    assert await debug.settled(1) == [("debug", False, True)]
+    assert events[3:] == [("db.pool", 6, 7)]
+    assert await debug.settled(1, then=lambda: Config.put("debug", False)) == [
+        ("debug", False, True),
+        ("debug", True, False),
+    ]
 
 
 async def test_async_callbacks_are_awaited_in_order(start_tree: StartTree) -> None:
@@ -248,16 +283,21 @@ async def test_callbacks_run_outside_any_process_and_may_write(start_tree: Start
 
 async def test_unsubscribe_stops_events(start_tree: StartTree) -> None:
     await start_tree(sources=[DefaultsSource({"x": 0})])
-    recorder = Recorder()
+    recorder, witness = Recorder(), Recorder()
     handle = await Config.subscribe("x", recorder)
     await Config.put("x", 1)
     await recorder.settled(1)
 
     assert await Config.unsubscribe(handle) is True
     assert await Config.unsubscribe(handle) is False
+    await Config.subscribe("x", witness)
     await Config.put("x", 2)
-    await asyncio.sleep(0.05)
 
+    # the witness has its events of x = 2 and of a later change: x = 2 was delivered
+    assert await witness.settled(1, then=lambda: Config.put("x", 3)) == [
+        ("x", 1, 2),
+        ("x", 2, 3),
+    ]
     assert recorder.events == [("x", 0, 1)]
 
 
@@ -277,8 +317,15 @@ async def test_subscriptions_of_an_exited_process_are_removed(start_tree: StartT
 
     leave.set()
     await eventually(lambda: len(_table().subscriptions) == 0)
+    witness = Recorder()
+    await Config.subscribe("x", witness)
     await Config.put("x", 2)
-    await asyncio.sleep(0.05)
+
+    # the witness has its events of x = 2 and of a later change: x = 2 was delivered
+    assert await witness.settled(1, then=lambda: Config.put("x", 3)) == [
+        ("x", 1, 2),
+        ("x", 2, 3),
+    ]
     assert recorder.events == [("x", 0, 1)]
 
 

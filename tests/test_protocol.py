@@ -18,9 +18,6 @@ from otpylib import gen_server, process
 from otpylib_config import (
     Config,
     DefaultsSource,
-    Section,
-    Source,
-    SourceError,
     ValidationError,
     manager,
     pipeline,
@@ -49,23 +46,9 @@ from otpylib_config.subscriptions import Subscription, SubscriptionHandle
 from otpylib_config.table import ConfigTable
 from otpylib_config.values import freeze
 
-from .conftest import Recorder, StartTree, eventually
+from .conftest import FakeSource, Recorder, StartTree, eventually
 
 REPLY_TIMEOUT_S = 5.0  # bounds a hang only
-
-
-class Mutable(Source):
-    """A source whose layer the test sets, and which fails when told to."""
-
-    def __init__(self, data: dict[str, Any], name: str = "mutable") -> None:
-        self.name = name
-        self.data = freeze(data)
-        self.error: str | None = None
-
-    async def load(self) -> Section:
-        if self.error is not None:
-            raise SourceError(self.name, self.error)
-        return self.data
 
 
 def _future() -> asyncio.Future[Any]:
@@ -209,10 +192,10 @@ async def test_a_raw_delete_replies_whether_an_override_went(start_tree: StartTr
 
 
 async def test_a_raw_reload_replies_a_reload_result(start_tree: StartTree) -> None:
-    source = Mutable({"a": 1})
+    source = FakeSource("mutable", {"a": 1})
     await start_tree(sources=[source])
     table = current_table()
-    source.data = freeze({"a": 2})
+    source.set({"a": 2})
 
     result = await ask(table, lambda r: Reload(r, "test"))
 
@@ -257,10 +240,10 @@ async def test_a_raw_subscribe_sent_twice_adds_the_subscription_once(
 
 
 async def test_a_read_done_without_reply_is_applied(start_tree: StartTree) -> None:
-    source = Mutable({"a": 1})
+    source = FakeSource("mutable", {"a": 1})
     await start_tree(sources=[source])
     table = current_table()
-    source.data = freeze({"a": 2})
+    source.set({"a": 2})
     reading = await pipeline.read(table, "test")
 
     await process.send(table.manager_name, ReadDone(None, reading))
@@ -271,10 +254,10 @@ async def test_a_read_done_without_reply_is_applied(start_tree: StartTree) -> No
 
 
 async def test_a_read_done_with_a_reply_gets_its_reload_result(start_tree: StartTree) -> None:
-    source = Mutable({"a": 1})
+    source = FakeSource("mutable", {"a": 1})
     await start_tree(sources=[source])
     table = current_table()
-    source.data = freeze({"a": 2})
+    source.set({"a": 2})
     reading = await pipeline.read(table, "test")
 
     result = await ask(table, lambda r: ReadDone(r, reading))
@@ -285,7 +268,7 @@ async def test_a_read_done_with_a_reply_gets_its_reload_result(start_tree: Start
 async def test_source_changed_with_a_layer_applies_it_and_heals_the_source(
     start_tree: StartTree,
 ) -> None:
-    source = Mutable({"a": 1})
+    source = FakeSource("mutable", {"a": 1})
     await start_tree(sources=[source])
     table = current_table()
     recorder = Recorder()
@@ -336,10 +319,10 @@ async def test_source_failed_shows_in_status_as_the_last_error(start_tree: Start
 
 
 async def test_a_tick_reloads_every_source(start_tree: StartTree) -> None:
-    source = Mutable({"a": 1})
+    source = FakeSource("mutable", {"a": 1})
     await start_tree(sources=[source])
     table = current_table()
-    source.data = freeze({"a": 3})
+    source.set({"a": 3})
 
     await process.send(table.manager_name, Tick())
 

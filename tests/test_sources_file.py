@@ -1,4 +1,10 @@
-"""Specification of FileSource: a TOML, JSON or YAML file as a layer (DESIGN §5)."""
+"""Specification of FileSource: a TOML, JSON or YAML file read as one frozen layer.
+
+The format comes from the suffix or is given; a missing file is an error unless the source is
+optional; an invalid file is a ``SourceError`` naming the file and the position; profiles fill
+the path; ``${VAR}`` placeholders expand from the environment, never adding keys; a file being
+written is not read half way. See README.md and docs/sources.md (FileSource).
+"""
 
 from __future__ import annotations
 

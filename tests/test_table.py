@@ -15,7 +15,6 @@ import pytest
 from otpylib_config import (
     ConfigSpec,
     DefaultsSource,
-    Source,
     commit,
     counters,
     pipeline,
@@ -24,7 +23,9 @@ from otpylib_config import (
 from otpylib_config.redact import REDACTED
 from otpylib_config.supervisor import in_process
 from otpylib_config.table import ConfigTable, ProcessHealth, SourceState
-from otpylib_config.values import Section, freeze
+from otpylib_config.values import freeze
+
+from .conftest import FakeSource
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE_PY = ROOT / "otpylib_config" / "table.py"
@@ -56,12 +57,8 @@ def _field_case(name: str, doc: str | None) -> Any:
     return pytest.param(name, doc, id=name)
 
 
-class Secretive(Source):
-    name = "vault"
-    secret = True
-
-    async def load(self) -> Section:
-        return freeze({"token_value": "s3kr1t-value-9", "db": {"dsn": "pg://u:pw12345@h/db"}})
+VAULT = {"token_value": "s3kr1t-value-9", "db": {"dsn": "pg://u:pw12345@h/db"}}
+"""What the secret source ``vault`` serves (``FakeSource("vault", VAULT, secret=True)``)."""
 
 
 def _table(**options: Any) -> ConfigTable:
@@ -175,7 +172,7 @@ def test_record_failure_masks_a_url_password_before_the_first_load() -> None:
 
 
 async def test_record_failure_scrubs_secret_values_after_the_first_load(otp_runtime: Any) -> None:
-    table = ConfigTable(ConfigSpec(sources=[Secretive()]))
+    table = ConfigTable(ConfigSpec(sources=[FakeSource("vault", VAULT, secret=True)]))
     await commit.initial(table)
     state = table.sources["vault"]
 
@@ -277,7 +274,7 @@ async def test_stop_for_good_names_a_death_tracked_by_a_real_process(otp_runtime
 
 
 async def test_the_table_repr_hides_every_value(otp_runtime: Any) -> None:
-    table = ConfigTable(ConfigSpec(id="vaulted", sources=[Secretive()]))
+    table = ConfigTable(ConfigSpec(id="vaulted", sources=[FakeSource("vault", VAULT, secret=True)]))
     await commit.initial(table)
 
     assert repr(table) == "ConfigTable(id='vaulted')"
@@ -285,7 +282,7 @@ async def test_the_table_repr_hides_every_value(otp_runtime: Any) -> None:
 
 
 async def test_a_source_state_repr_hides_its_layer(otp_runtime: Any) -> None:
-    table = ConfigTable(ConfigSpec(sources=[Secretive()]))
+    table = ConfigTable(ConfigSpec(sources=[FakeSource("vault", VAULT, secret=True)]))
     await commit.initial(table)
 
     assert "s3kr1t" not in repr(table.sources["vault"])
