@@ -9,13 +9,18 @@ commits it and a crash can never leave it half-applied. Each :class:`Overrides` 
 ``put`` or ``delete`` also says which operation made it from which predecessor
 (:class:`Change`): that is what the journal of :mod:`otpylib_config.persistence` appends, so
 persisting a put costs the size of that put, not of all the overrides.
+
+Everything else reads the structure through two questions asked here, never by walking it
+itself: which override covers a path (:meth:`Overrides.covering`: provenance, and put and
+delete inside an override) and which overrides lie at or below one (:meth:`Overrides.items`:
+provenance and the persisted snapshot).
 """
 
 from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,10 +67,11 @@ class Overrides:
         """The new overrides, and the path whose effective value must be recomputed."""
         at = time.time() if at is None else at
         change = Change(path, value, at, False, weakref.ref(self))
-        above = self._override_above(path)
+        above = self.covering(path[:-1])
         if above is not None:
-            holder, rest = path[:above], path[above:]
-            inner = get_in(self.root, holder).value
+            holder, held = above
+            rest = path[len(holder) :]
+            inner = held.value
             base = inner if isinstance(inner, Section) else EMPTY
             replaced = Override(set_in(base, rest, value), at)
             return Overrides(set_in(self.root, holder, replaced), change), holder
@@ -92,10 +98,11 @@ class Overrides:
         """
         at = time.time() if at is None else at
         change = Change(path, None, at, True, weakref.ref(self))
-        above = self._override_above(path)
+        above = self.covering(path[:-1])
         if above is not None:
-            holder, rest = path[:above], path[above:]
-            inner = get_in(self.root, holder).value
+            holder, held = above
+            rest = path[len(holder) :]
+            inner = held.value
             if not isinstance(inner, Section) or get_in(inner, rest) is MISSING:
                 return None
             edited = Override(remove_in(inner, rest), at)
@@ -112,16 +119,40 @@ class Overrides:
         node = get_in(self.root, path) if path else self.root
         return _apply(base, node)
 
-    def _override_above(self, path: Path) -> int | None:
-        """Length of the strict prefix of ``path`` that holds an override, if any."""
+    def covering(self, path: Path) -> tuple[Path, Override] | None:
+        """The override that gives the value at ``path``: the one put at ``path`` itself or
+        at one of its ancestors (overrides never nest, so there is at most one), with the
+        path it was put at; ``None`` if the value there is not one put's."""
         node: Any = self.root
-        for depth, segment in enumerate(path[:-1], start=1):
+        for depth, segment in enumerate(path, start=1):
             node = node.get(segment, MISSING)
             if isinstance(node, Override):
-                return depth
+                return path[:depth], node
             if not isinstance(node, Section):
                 return None
         return None
+
+    def items(self, path: Path = ()) -> Iterator[tuple[Path, Override]]:
+        """Every override put at ``path`` or below it, with the path it was put at, in tree
+        order (a section's keys in their order, depth first), as a snapshot lists them.
+        An override *above* ``path`` is not below it: ask :meth:`covering` for that one.
+        Iterative, as the tree may be deep and wide."""
+        node = get_in(self.root, path) if path else self.root
+        if isinstance(node, Override):
+            yield path, node
+        if not isinstance(node, Section):
+            return
+        stack: list[tuple[Path, Iterator[tuple[str, Any]]]] = [(path, iter(node.items()))]
+        while stack:  # each section's children, resumed where a section inside it began
+            prefix, children = stack[-1]
+            for key, child in children:
+                if isinstance(child, Override):
+                    yield (*prefix, key), child
+                else:
+                    stack.append(((*prefix, key), iter(child.items())))
+                    break
+            else:
+                stack.pop()
 
 
 def _apply(base: Any, node: Any) -> Any:

@@ -50,7 +50,7 @@ from otpylib_config.overrides import Change, Override, Overrides
 from otpylib_config.paths import Path as KeyPath
 from otpylib_config.paths import parse_path
 from otpylib_config.tree import build
-from otpylib_config.values import Section, freeze
+from otpylib_config.values import freeze
 
 if TYPE_CHECKING:
     pass
@@ -215,7 +215,7 @@ class _Store:
         segments = self._drop_covered(segments)
         overrides, error = self._replay(overrides, segments)
         self.saved = overrides
-        self.snapshot_count = _count(overrides)
+        self.snapshot_count = sum(1 for _ in overrides.items())
         if error is not None:  # the good records of a moved segment must not be lost
             self.resync(overrides)
         return error
@@ -310,7 +310,7 @@ class _Store:
         with self._snapshot_lock:
             if seq <= self.snapshot_seq:
                 return
-            entries = _entries(overrides.root)
+            entries = _entries(overrides)
             write_atomically(self.path, _snapshot_lines(entries, seq))
             self.snapshot_seq, self.snapshot_count = seq, len(entries)
             removed = False
@@ -448,29 +448,12 @@ def _snapshot_lines(entries: list[dict[str, Any]], seq: int) -> Iterator[bytes]:
     yield b"\n]}\n"
 
 
-def _entries(root: Section) -> list[dict[str, Any]]:
-    """Every override as a snapshot entry; iterative, as the tree may be deep and wide."""
-    entries: list[dict[str, Any]] = []
-    stack: list[tuple[str, Any]] = [("", root)]
-    while stack:
-        prefix, node = stack.pop()
-        if isinstance(node, Override):
-            entries.append({"path": prefix, "value": node.value, "at": node.at})
-        else:
-            children = reversed(node.items())  # popped in the tree's order
-            stack.extend((f"{prefix}.{key}" if prefix else key, child) for key, child in children)
-    return entries
-
-
-def _count(overrides: Overrides) -> int:
-    count, stack = 0, [overrides.root]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, Override):
-            count += 1
-        else:
-            stack.extend(node.values())
-    return count
+def _entries(overrides: Overrides) -> list[dict[str, Any]]:
+    """Every override as a snapshot entry, in the order :meth:`Overrides.items` gives."""
+    return [
+        {"path": ".".join(path), "value": override.value, "at": override.at}
+        for path, override in overrides.items()
+    ]
 
 
 # -- the journal -----------------------------------------------------------------------------

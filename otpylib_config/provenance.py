@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from otpylib_config.errors import ValidationError
-from otpylib_config.overrides import Override, Overrides
+from otpylib_config.overrides import Overrides
 from otpylib_config.paths import Path, parse_path
 from otpylib_config.redact import REDACTED
 from otpylib_config.schema_view import schema_origin
@@ -95,10 +95,11 @@ def origin_of(
     runtime = _runtime(table, segments, overrides or table.overrides)
     if runtime is not None and runtime.value is not None:
         return runtime.origin
+    fresh = loaded or {}
     for name, state in reversed(list(table.sources.items())):
-        layer = (loaded or {}).get(name, state.layer)
-        if get_in(layer, segments) is not MISSING:
-            return state.source.origin(segments)
+        layer = fresh.get(name, state.layer)
+        if get_in(layer, segments) is not MISSING:  # the source names its origin in that layer
+            return state.source.origin(segments, layer if name in fresh else None)
     return None
 
 
@@ -122,18 +123,17 @@ _INDEX = re.compile(r"\[\d+\]")
 
 
 def _runtime(table: ConfigTable, segments: Path, overrides: Overrides) -> Contribution | None:
-    node: Any = overrides.root
-    for depth, segment in enumerate(segments, start=1):
-        if not isinstance(node, Section):
+    """The runtime layer's part in the value at ``segments``: the put that gives it, or,
+    with puts only below it, a contribution without a value of its own."""
+    covering = overrides.covering(segments)
+    if covering is None:
+        if next(overrides.items(segments), None) is None:
             return None
-        node = node.get(segment, MISSING)
-        if isinstance(node, Override):
-            value = get_in(node.value, segments[depth:]) if depth < len(segments) else node.value
-            if value is MISSING:
-                return None
-            when = datetime.datetime.fromtimestamp(node.at, datetime.UTC).isoformat()
-            origin = f"runtime put of {'.'.join(segments[:depth])} at {when}"
-            return Contribution("runtime", origin, table.redactor.value(".".join(segments), value))
-        if node is MISSING:
-            return None
-    return Contribution("runtime", "runtime puts below this path", None)
+        return Contribution("runtime", "runtime puts below this path", None)
+    holder, override = covering
+    value = get_in(override.value, segments[len(holder) :])  # the value itself at the holder
+    if value is MISSING:
+        return None
+    when = datetime.datetime.fromtimestamp(override.at, datetime.UTC).isoformat()
+    origin = f"runtime put of {'.'.join(holder)} at {when}"
+    return Contribution("runtime", origin, table.redactor.value(".".join(segments), value))

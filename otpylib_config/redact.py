@@ -13,7 +13,9 @@ it matches one of the patterns, which come in two kinds:
   trailing digits are ignored, so ``password2`` is secret too. This is the rule of Spring
   Boot's sanitizer: a name describes what its value *is* by its last word.
 * a glob (it has ``*``, ``?`` or ``[``): fnmatch on the lower-cased segment, as before the
-  word rule existed, for configurations that relied on ``*password*`` and the like.
+  word rule existed, for configurations that relied on ``*password*`` and the like. It is
+  matched by the one glob matcher (docs/matching.md), folding case, as a pattern of one
+  segment: a dot in it never matches, since no segment holds one.
 
 Every string that is not secret is still shown with the password of any URL in it masked
 (``postgresql://app:****@db/app``): a connection string is a secret's usual hiding place,
@@ -28,10 +30,11 @@ from __future__ import annotations
 import re
 import traceback
 from collections.abc import Iterable, Iterator
-from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Any
 
+from otpylib_config.paths import GLOB_CHARS
+from otpylib_config.patterns import PatternIndex
 from otpylib_config.values import Section
 
 DEFAULT_SECRET_PATTERNS = (
@@ -56,7 +59,9 @@ MIN_SCRUBBED_LENGTH = 4
 """Secret values shorter than this are not scrubbed from text: replacing every ``1`` or
 ``on`` in a message would make it unreadable, and so short a value guards little anyway."""
 
-_GLOB_CHARS = frozenset("*?[")
+_GLOB_CHARS = GLOB_CHARS - {"]"}
+"""What makes a secret pattern a glob (README, Provenance and secrets): a lone ``]`` starts no
+set, so ``a]`` stays a word pattern, as it always was."""
 _WORD = re.compile(r"[A-Z]+(?![^\W\dA-Z_])|[A-Z]?[^\W\dA-Z_]+|\d+")
 """One word of a name: an upper-case run (an acronym, up to the capital that starts the
 next word), a capitalised or lower-case word (letters outside ASCII count as lower case,
@@ -74,7 +79,10 @@ class Redactor:
             raise TypeError(f"secret patterns must be a sequence of str, not {patterns!r}")
         given = tuple(patterns)
         self.patterns = tuple(pattern.lower() for pattern in given)
-        self._globs = tuple(pattern for pattern in self.patterns if _is_glob(pattern))
+        self._globs: PatternIndex[str] = PatternIndex(fold_case=True)
+        for pattern in self.patterns:
+            if _is_glob(pattern):
+                self._globs.add((pattern,), pattern)
         self._endings = tuple(_ending(pattern) for pattern in given if not _is_glob(pattern))
         self._matches = lru_cache(maxsize=4096)(self._match)
         self._segment_matches = lru_cache(maxsize=4096)(self._match_segment)
@@ -106,8 +114,7 @@ class Redactor:
         found = words(segment)
         if any(_ends_with(found, ending) for ending in self._endings):
             return True
-        lowered = segment.lower()
-        return any(fnmatchcase(lowered, pattern) for pattern in self._globs)
+        return self._globs.matches((segment,))
 
     def value(self, path: str, value: Any) -> Any:
         """``value`` with every secret leaf below ``path`` replaced by a marker, and the

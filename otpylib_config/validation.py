@@ -7,6 +7,7 @@ Two kinds of check, both optional:
   ``Config.model()``), or any callable that raises on a bad tree;
 * **validators per glob**: every node matching ``queuemizer.tc_rules.*`` is checked by its own
   callable, dataclass or pydantic model, so one bad interface is reported with its own path.
+  The globs are those of subscriptions, matched by the same matcher (docs/matching.md).
 
 Every problem is collected — not just the first — and reported as ``(path, message)`` pairs
 in one :class:`ValidationError`. Messages are written by code that knows nothing of secrets
@@ -18,16 +19,18 @@ give only their ``msg``, never the ``input`` they carry.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
-from fnmatch import fnmatchcase
+from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from otpylib_config.errors import ValidationError
-from otpylib_config.paths import GLOB_CHARS, Path, parse_pattern
+from otpylib_config.paths import Path, parse_pattern
+from otpylib_config.patterns import PatternIndex
 from otpylib_config.redact import Redactor
 from otpylib_config.values import Section, thaw
 
 Problem = tuple[str, str]
+Match = tuple[Path, Any, AbstractSet[int]]  # a node, and the positions of the validators it is for
 
 
 class Validator:
@@ -41,6 +44,9 @@ class Validator:
         for _, pattern, check in self.validators:
             if not callable(check):
                 raise TypeError(f"validator for {pattern!r} must be callable, got {check!r}")
+        self._index: PatternIndex[int] = PatternIndex()  # item: the validator's position
+        for position, (segments, _, _) in enumerate(self.validators):
+            self._index.add(segments, position)
 
     @property
     def active(self) -> bool:
@@ -53,8 +59,8 @@ class Validator:
         messages; the default patterns when ``None``.
         """
         problems: list[Problem] = []
-        for segments, _, check in self.validators:
-            for path, value in match_nodes(tree, segments):
+        for (_, _, check), nodes in zip(self.validators, self._matches(tree), strict=True):
+            for path, value, _ in nodes:
                 problems.extend(_run(check, value, ".".join(path)))
         model = None
         if self.schema is not None:
@@ -66,32 +72,23 @@ class Validator:
             raise ValidationError(_scrubbed(problems, tree, redactor or Redactor()))
         return model
 
+    def _matches(self, tree: Section) -> list[list[Match]]:
+        """For each validator, the nodes its glob matches, in tree order: one walk of the
+        tree for all of them, while each validator still runs (and reports) in its turn."""
+        if len(self.validators) < 2:  # nothing to sort out
+            return [self._index.nodes_in(tree)] if self.validators else []
+        found: list[list[Match]] = [[] for _ in self.validators]
+        for match in self._index.nodes_in(tree):
+            for position in match[2]:
+                found[position].append(match)
+        return found
+
 
 def _scrubbed(problems: list[Problem], tree: Section, redactor: Redactor) -> list[Problem]:
     """The problems with every secret value of ``tree`` cut out of their messages; paths are
     kept, so a problem at a secret path still says where it is."""
     messages = redactor.scrub_all((message for _, message in problems), tree)
     return [(path, message) for (path, _), message in zip(problems, messages, strict=True)]
-
-
-def match_nodes(tree: Any, pattern: Path, prefix: Path = ()) -> Iterator[tuple[Path, Any]]:
-    """Every ``(path, value)`` in ``tree`` whose path matches the glob ``pattern``."""
-    if not pattern:
-        yield prefix, tree
-        return
-    if not isinstance(tree, Section):
-        return
-    head, rest = pattern[0], pattern[1:]
-    if head == "**":
-        yield from match_nodes(tree, rest, prefix)
-        for key, child in tree.items():
-            yield from match_nodes(child, pattern, (*prefix, key))
-    elif GLOB_CHARS.intersection(head):
-        for key, child in tree.items():
-            if fnmatchcase(key, head):
-                yield from match_nodes(child, rest, (*prefix, key))
-    elif head in tree:
-        yield from match_nodes(tree[head], rest, (*prefix, head))
 
 
 def _run(check: Any, value: Any, path: str) -> list[Problem]:

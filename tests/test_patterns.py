@@ -1,7 +1,9 @@
-"""Specification of otpylib_config.patterns: the segment trie behind subscriptions."""
+"""Specification of otpylib_config.patterns: the one glob matcher, behind subscriptions, glob
+validators and secret globs (docs/matching.md)."""
 
 from __future__ import annotations
 
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from otpylib_config import patterns
 from otpylib_config.paths import parse_path, parse_pattern
 from otpylib_config.patterns import PatternIndex
+from otpylib_config.values import freeze
 
 
 def index_of(*entries: tuple[str, str]) -> PatternIndex[str]:
@@ -253,3 +256,189 @@ def test_non_matching_literal_patterns_under_a_shared_prefix_are_not_visited() -
         assert matches(index, "app.other.a") == {}
         assert matches(index, "app.k7.a") == {"s7": 3}
     assert spy.call_count == 1
+
+
+# -- the one rule, asked of a path and of a tree ----------------------------------------------
+# Subscriptions ask which prefix of a changed leaf a pattern matches (deepest_matches), glob
+# validators which nodes of a tree it matches (nodes_in), secret globs whether a segment does
+# (matches). Each rule below holds for every one of these questions.
+
+
+def whole_path_matches(pattern: str, path: str, fold_case: bool = False) -> tuple[bool, bool]:
+    """Whether ``pattern`` matches the whole of ``path``, asked of the path itself and of a
+    tree holding it: the two answers always agree."""
+    segments = parse_path(path)
+    index: PatternIndex[str] = PatternIndex(fold_case=fold_case)
+    index.add(parse_pattern(pattern), "s")
+    by_path = index.deepest_matches(segments).get("s") == len(segments)
+    tree: Any = 1
+    for segment in reversed(segments):
+        tree = {segment: tree}
+    in_tree = segments in [found for found, _, _ in index.nodes_in(freeze(tree))]
+    return by_path, in_tree
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"), [("db.url", True), ("db.URL", False), ("db.urls", False)]
+)
+def test_rule_a_literal_segment_matches_that_segment_only_case_sensitively(
+    path: str, expected: bool
+) -> None:
+    assert whole_path_matches("db.url", path) == (expected, expected)
+
+
+@pytest.mark.parametrize(("path", "expected"), [("a.b", True), ("a.b.c", False), ("a", False)])
+def test_rule_star_matches_exactly_one_segment(path: str, expected: bool) -> None:
+    assert whole_path_matches("a.*", path) == (expected, expected)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "expected"),
+    [
+        ("q.tc_*", "q.tc_eth0", True),
+        ("q.eth?", "q.eth0", True),
+        ("q.eth?", "q.eth10", False),
+        ("q.[ab]", "q.b", True),
+        ("q.[!ab]", "q.b", False),
+        ("q.tc_*", "q.tc_.x", False),  # never across a dot
+    ],
+)
+def test_rule_globs_inside_a_segment_are_fnmatch_within_that_segment(
+    pattern: str, path: str, expected: bool
+) -> None:
+    assert whole_path_matches(pattern, path) == (expected, expected)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "expected"),
+    [
+        ("a.**", "a", True),  # zero segments: the node itself, section or leaf
+        ("a.**", "a.b.c", True),
+        ("a.**.c", "a.c", True),
+        ("a.**.c", "a.b.b.c", True),
+        ("**.port", "port", True),
+        ("**.port", "server.port.x", False),
+    ],
+)
+def test_rule_globstar_matches_zero_or_more_segments(
+    pattern: str, path: str, expected: bool
+) -> None:
+    assert whole_path_matches(pattern, path) == (expected, expected)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path"), [("DB.*_KEY", "db.api_key"), ("db.[p]*", "DB.Password")]
+)
+def test_rule_fold_case_compares_lower_cased_segments_and_patterns(pattern: str, path: str) -> None:
+    assert whole_path_matches(pattern, path) == (False, False)
+    assert whole_path_matches(pattern, path, fold_case=True) == (True, True)
+
+
+def test_rule_a_node_that_matches_in_several_ways_matches_once() -> None:
+    index = index_of(("a.**.**", "s"), ("**.a.**", "t"))
+    found = index.nodes_in(freeze({"a": {"a": {"b": 1}}}))
+    assert [(path, set(items)) for path, _, items in found] == [
+        (("a",), {"s", "t"}),
+        (("a", "a"), {"s", "t"}),
+        (("a", "a", "b"), {"s", "t"}),
+    ]
+    assert matches(index, "a.a.b") == {"s": 3, "t": 3}
+
+
+# -- nodes_in: the nodes of a tree that a pattern matches -------------------------------------
+
+
+def test_nodes_in_gives_each_matching_node_with_its_value_in_tree_order() -> None:
+    index = index_of(("**.n", "s"))
+    tree = freeze({"b": {"n": 3}, "a": {"x": {"n": 1}, "y": {"n": 2}}, "n": {"m": 0}})
+    assert [(path, value) for path, value, _ in index.nodes_in(tree)] == [
+        (("b", "n"), 3),
+        (("a", "x", "n"), 1),
+        (("a", "y", "n"), 2),
+        (("n",), {"m": 0}),
+    ]
+
+
+def test_nodes_in_matches_whole_paths_not_prefixes() -> None:
+    """Unlike deepest_matches, where a leaf below ``a.*`` counts for ``a.*``."""
+    index = index_of(("a.*", "s"))
+    found = index.nodes_in(freeze({"a": {"x": {"deep": 1}}}))
+    assert [path for path, _, _ in found] == [("a", "x")]
+
+
+def test_nodes_in_reaches_the_root_only_with_a_pattern_of_globstars() -> None:
+    tree = freeze({"a": 1})
+    assert [path for path, _, _ in index_of(("**", "s")).nodes_in(tree)] == [(), ("a",)]
+    assert [path for path, _, _ in index_of(("*", "s")).nodes_in(tree)] == [("a",)]
+
+
+def test_nodes_in_does_not_look_inside_lists() -> None:
+    tree = freeze({"users": [{"name": "alice"}]})
+    assert [path for path, _, _ in index_of(("**", "s")).nodes_in(tree)] == [(), ("users",)]
+
+
+def test_nodes_in_tells_which_items_match_each_node() -> None:
+    index = index_of(("a.*", "star"), ("a.x", "literal"), ("b", "other"))
+    found = index.nodes_in(freeze({"a": {"x": 1, "y": 2}, "b": 3}))
+    assert [(path, set(items)) for path, _, items in found] == [
+        (("a", "x"), {"star", "literal"}),
+        (("a", "y"), {"star"}),
+        (("b",), {"other"}),
+    ]
+
+
+def test_nodes_in_visits_only_the_keys_a_literal_pattern_names() -> None:
+    index = index_of(("db.url", "s"))
+    tree = freeze({"db": {"url": "u", "pool": 1}, **{f"k{i}": {"url": i} for i in range(10_000)}})
+    with mock.patch.object(patterns, "_step", wraps=patterns._step) as spy:
+        assert [path for path, _, _ in index.nodes_in(tree)] == [("db", "url")]
+    assert spy.call_count == 2
+
+
+def test_nodes_in_walks_a_tree_again_without_matching_its_keys_again() -> None:
+    index = index_of(("rules.*.rate", "s"))
+    tree = freeze({"rules": {f"eth{i}": {"rate": i, "burst": 1} for i in range(100)}})
+    first = index.nodes_in(tree)
+    with mock.patch.object(patterns, "fnmatchcase", wraps=patterns.fnmatchcase) as spy:
+        assert index.nodes_in(tree) == first
+    assert spy.call_count == 0
+
+
+def test_nodes_in_remembers_at_most_max_moves_keys_per_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(patterns, "MAX_MOVES", 10)
+    index = index_of(("rules.*", "s"))
+    tree = freeze({"rules": {f"eth{i}": i for i in range(100)}})
+    assert len(index.nodes_in(tree)) == 100
+    assert all(len(state.moves) <= 10 for state in index._states.values())
+
+
+def test_nodes_in_sees_patterns_added_and_removed_after_a_walk() -> None:
+    index = index_of(("a", "s"))
+    tree = freeze({"a": 1, "b": 2})
+    assert [path for path, _, _ in index.nodes_in(tree)] == [("a",)]
+    index.add(parse_pattern("b"), "t")
+    assert [path for path, _, _ in index.nodes_in(tree)] == [("a",), ("b",)]
+    index.remove(parse_pattern("a"), "s")
+    assert [path for path, _, _ in index.nodes_in(tree)] == [("b",)]
+
+
+# -- matches: does any pattern match a path or one of its ancestors? --------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"), [("vault", True), ("vault.db.user", True), ("db.vault", False)]
+)
+def test_matches_is_true_at_and_below_a_matching_node(path: str, expected: bool) -> None:
+    assert index_of(("vault", "s")).matches(parse_path(path)) is expected
+
+
+def test_matches_agrees_with_deepest_matches() -> None:
+    index = index_of(("a.*.c", "s"), ("**.x", "t"))
+    for leaf in ["a", "a.b", "a.b.c", "a.b.c.d", "x", "q.x.y", "q.y"]:
+        assert index.matches(parse_path(leaf)) is bool(matches(index, leaf))
+
+
+def test_an_empty_index_matches_no_path() -> None:
+    assert PatternIndex[str]().matches(("a",)) is False

@@ -93,3 +93,45 @@ async def test_an_empty_table_in_a_secret_file_hides_nothing_else(
     )
 
     assert (await Config.dump())["db"] == {"host": "db.internal"}
+
+
+async def test_a_path_inside_a_put_section_is_explained_by_that_put(start_tree: StartTree) -> None:
+    await start_tree(sources=[DefaultsSource({"database": {"url": "pg://file", "pool": 5}})])
+    await Config.put("database", {"url": "pg://runtime"})
+
+    explained = await Config.explain("database.url")
+
+    assert explained.value == "pg://runtime"
+    assert explained.origin is not None
+    assert explained.origin.startswith("runtime put of database at ")
+    assert [c.source for c in explained.overridden] == ["defaults"]
+
+
+async def test_a_section_with_puts_below_it_names_them_without_a_value(
+    start_tree: StartTree,
+) -> None:
+    await start_tree(sources=[DefaultsSource({"database": {"url": "pg://file", "pool": 5}})])
+    await Config.put("database.pool", 7)
+
+    explained = await Config.explain("database")
+
+    assert explained.value == {"url": "pg://file", "pool": 7}
+    runtime, defaults = explained.contributions
+    assert (runtime.source, runtime.origin, runtime.value) == (
+        "runtime",
+        "runtime puts below this path",
+        None,
+    )
+    assert defaults.source == "defaults"
+
+
+async def test_a_put_that_holds_no_value_at_the_path_explains_nothing_there(
+    start_tree: StartTree,
+) -> None:
+    await start_tree(sources=[DefaultsSource({"feature": {"level": 1}, "other": 2})])
+    await Config.put("feature", "off")  # a scalar: nothing at feature.level any more
+    await Config.put("other", {"x": 1})  # a section without the key asked for
+
+    for path in ("feature.level", "other.y"):
+        explained = await Config.explain(path)
+        assert "runtime" not in [c.source for c in explained.contributions]

@@ -1,4 +1,5 @@
-"""Specification of otpylib_config.redact: secrets never leave the server as text (DESIGN §6)."""
+"""Specification of otpylib_config.redact: secrets never leave the server as text (README.md, API
+and Sources; the secret globs' matching in docs/matching.md)."""
 
 from __future__ import annotations
 
@@ -202,6 +203,17 @@ def test_glob_patterns_keep_their_old_meaning() -> None:
     assert not old_default.is_secret("database.url")
     assert Redactor(["db_?ass"]).is_secret("db_pass")
     assert Redactor(["[pP]in"]).is_secret("card.PIN")
+
+
+def test_a_glob_is_matched_against_one_segment_so_a_dot_in_it_never_matches() -> None:
+    redactor = Redactor(["db.*", "*_pem"])
+    assert not redactor.is_secret("db.password") and not redactor.is_secret("db")
+    assert redactor.is_secret("tls.server_pem.path")  # one segment matches: all below it
+
+
+def test_a_lone_closing_bracket_makes_no_glob() -> None:
+    redactor = Redactor(["pin]"])  # a word pattern: its word is "pin"
+    assert redactor.is_secret("card.user_pin") and not redactor.is_secret("card.pin]x")
 
 
 def test_the_default_can_be_extended_with_words_and_globs() -> None:

@@ -21,7 +21,7 @@ from otpylib_config import (
     telemetry,
 )
 from otpylib_config.redact import REDACTED, Redactor
-from otpylib_config.validation import Validator, match_nodes
+from otpylib_config.validation import Validator
 from otpylib_config.values import freeze
 
 from .conftest import Recorder, StartTree
@@ -90,16 +90,53 @@ def test_callable_schema_and_nested_validation_errors() -> None:
     }
 
 
-def test_match_nodes_follows_glob_rules() -> None:
-    tree = freeze({"a": {"x": {"n": 1}, "y": {"n": 2}}, "b": {"n": 3}})
+def refused(validators: dict[str, str], tree: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(path, validator)`` of every problem reported when each validator (named by the
+    value of ``validators``) refuses every node it is given: which nodes each checks, and
+    in which order."""
 
-    assert [p for p, _ in match_nodes(tree, ("a", "*"))] == [("a", "x"), ("a", "y")]
-    assert sorted(p for p, _ in match_nodes(tree, ("**", "n"))) == [
-        ("a", "x", "n"),
-        ("a", "y", "n"),
-        ("b", "n"),
+    def refusing(name: str) -> Any:
+        def check(value: Any) -> None:
+            raise ValueError(name)
+
+        return check
+
+    validator = Validator(validators={p: refusing(name) for p, name in validators.items()})
+    with pytest.raises(ValidationError) as info:
+        validator.check(freeze(tree))
+    return [(path, message.removeprefix("ValueError: ")) for path, message in info.value.problems]
+
+
+def test_glob_validators_follow_the_glob_rules_of_subscriptions() -> None:
+    tree = {"a": {"x": {"n": 1}, "y": {"n": 2}}, "b": {"n": 3}}
+    assert refused({"a.*": "star"}, tree) == [("a.x", "star"), ("a.y", "star")]
+    assert refused({"**.n": "n"}, tree) == [("a.x.n", "n"), ("a.y.n", "n"), ("b.n", "n")]
+    assert refused({"a.[x]": "set"}, tree) == [("a.x", "set")]
+
+
+def test_a_trailing_globstar_checks_the_node_and_everything_in_it_leaves_included() -> None:
+    """``**`` is zero or more segments, for validators as for subscriptions."""
+    tree = {"a": {"x": {"n": 1}}, "b": 2}
+    assert refused({"a.**": "all"}, tree) == [("a", "all"), ("a.x", "all"), ("a.x.n", "all")]
+    assert refused({"b.**": "leaf"}, tree) == [("b", "leaf")]
+
+
+def test_a_node_that_a_glob_matches_in_several_ways_is_checked_once() -> None:
+    tree = {"a": {"a": {"b": 1}}}
+    assert refused({"a.**.**": "v"}, tree) == [("a", "v"), ("a.a", "v"), ("a.a.b", "v")]
+
+
+def test_validators_run_in_their_order_each_over_its_nodes_in_tree_order() -> None:
+    tree = {"b": {"x": 1}, "a": {"x": 2, "y": 3}}
+    assert refused({"*.y": "second", "**.x": "first"}, tree) == [
+        ("a.y", "second"),
+        ("b.x", "first"),
+        ("a.x", "first"),
     ]
-    assert [p for p, _ in match_nodes(tree, ("a", "[x]"))] == [("a", "x")]
+
+
+def test_a_validator_of_globstars_alone_checks_the_whole_tree_too() -> None:
+    assert refused({"**": "v"}, {"a": 1}) == [("", "v"), ("a", "v")]
 
 
 async def test_an_invalid_put_fails_and_changes_nothing(start_tree: StartTree) -> None:
