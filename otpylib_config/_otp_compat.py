@@ -169,10 +169,18 @@ async def _run(self: Process) -> Any:
 
 
 async def _receive(self: ProcessMailbox, timeout: float | None = None) -> Any:
+    """A message, waiting at most ``timeout``; one already queued is taken without arming
+    a timer (the common case for a busy server), and no wait is bounded by ``wait_for``,
+    which on Python 3.11 can swallow a cancellation that comes with a message."""
     if self.closed:
         raise RuntimeError("Mailbox is closed")
+    queue = self.queue
+    if not queue.empty():
+        return queue.get_nowait()
+    if timeout is None:
+        return await queue.get()
     async with asyncio.timeout(timeout):
-        return await self.queue.get()
+        return await queue.get()
 
 
 async def _exit(self: AsyncIOBackend, pid: Any, reason: Any) -> None:

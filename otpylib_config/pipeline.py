@@ -180,6 +180,8 @@ def with_overrides(
 def outermost(roots: Iterable[Path]) -> list[Path]:
     """The roots that no other root contains, in order: a batch that puts ``a`` and
     ``a.b`` recomputes ``a`` once. O(roots * depth), as a batch may be large."""
+    if isinstance(roots, list) and len(roots) == 1:  # a put: the common case
+        return roots
     unique = dict.fromkeys(roots)
     return [r for r in unique if not any(r[:d] in unique for d in range(1, len(r)))]
 
