@@ -107,7 +107,11 @@ async def _apply_reading(table: ConfigTable, reading: Reading) -> ReloadResult:
     assert snapshot is not None
     sorting = pipeline.sort(table, reading)
     errors = _record(table, sorting)
-    proposal = pipeline.propose(table, sorting.loaded, snapshot.raw)
+    if pipeline.unchanged(table, sorting):  # a no-op reload: nothing to merge or diff
+        _commit_layers(table, sorting, errors, table.base)
+        await _accepted(table, sorting)
+        return ReloadResult(_version(table), (), errors)
+    proposal = pipeline.propose(table, sorting.loaded, snapshot.raw, reading.prepared)
     _learn_secrets(table, proposal.secret_leaves)
     changed = proposal.changed
     candidate: Candidate | None = None

@@ -200,7 +200,7 @@ def _start_reload(
     table = state.table
 
     async def read_and_return() -> None:
-        reading = await pipeline.read(table, reason, only)
+        reading = await pipeline.prepare(table, await pipeline.read(table, reason, only))
         await tell_manager(table, ReadDone(reply, reading))  # by name: survives a restart
 
     loop = asyncio.get_running_loop()

@@ -14,11 +14,14 @@ system or a hanging Consul never holds up puts. The rest is pure and runs in the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+import anyio.to_thread
 
 from otpylib_config import schema_view, telemetry
 from otpylib_config.errors import SourceError, ValidationError
@@ -39,6 +42,20 @@ Result = tuple[Section | None, SourceError | None, float]
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """The merge and diff of a reading, computed off the event loop (:func:`prepare`) from
+    the ``layers``, ``overrides`` and ``published`` raw tree of that moment; the manager
+    uses it only if all three are still the ones in use, else it merges again."""
+
+    layers: tuple[Section, ...]
+    overrides: Overrides
+    published: Section
+    base: Section
+    raw: Section
+    changed: list[Path]
+
+
+@dataclass(frozen=True)
 class Reading:
     """What :func:`read` got from the sources named in ``names``, in that order."""
 
@@ -48,6 +65,7 @@ class Reading:
     seq: int
     """Readings are numbered as they start; one older than what a source shows is dropped."""
     started: float
+    prepared: Prepared | None = None
 
 
 @dataclass(frozen=True)
@@ -148,14 +166,71 @@ def sort(table: ConfigTable, reading: Reading) -> Sorting:
     )
 
 
-def propose(table: ConfigTable, loaded: dict[str, Section], published: Section | None) -> Proposal:
+def unchanged(table: ConfigTable, sorting: Sorting) -> bool:
+    """Whether every layer the reading gives is the very layer already in use: a source
+    that found nothing new (a file with the same fingerprint) returns the same object, and
+    the merged tree, the diff and the validation would then be what they were."""
+    sources = table.sources
+    return all(layer is sources[name].layer for name, layer in sorting.loaded.items())
+
+
+def propose(
+    table: ConfigTable,
+    loaded: dict[str, Section],
+    published: Section | None,
+    prepared: Prepared | None = None,
+) -> Proposal:
     """Merge ``loaded`` over the other sources' last good layers, lay the overrides over it
     and diff the result against the ``published`` raw tree (``None`` at the first load,
-    where there is nothing to compare with)."""
-    base = merge(layers(table, loaded))
-    raw = table.overrides.apply(base)
-    changed = [] if published is None else diff(published, raw)
+    where there is nothing to compare with); or take what ``prepared`` computed, if it was
+    computed from exactly these layers, overrides and published tree."""
+    merged = tuple(layers(table, loaded))
+    overrides = table.overrides
+    if prepared is not None and _same_basis(prepared, merged, overrides, published):
+        base, raw, changed = prepared.base, prepared.raw, prepared.changed
+    else:
+        base, raw, changed = _merge_and_diff(merged, overrides, published)
     return Proposal(base, raw, changed, secret_leaves(table, loaded))
+
+
+async def prepare(table: ConfigTable, reading: Reading) -> Reading:
+    """``reading`` with its merge and diff computed in a worker thread, so that a reload of
+    a large source does not hold up the event loop; the layers, overrides and published
+    tree are taken here, on the loop, and the thread touches nothing else (all frozen).
+    A reading that changes no layer needs none."""
+    snapshot = table.snapshot
+    sorting = sort(table, reading)
+    if snapshot is None or unchanged(table, sorting):
+        return reading
+    merged = tuple(layers(table, sorting.loaded))
+    overrides, published = table.overrides, snapshot.raw
+    base, raw, changed = await anyio.to_thread.run_sync(
+        _merge_and_diff, merged, overrides, published
+    )
+    ready = Prepared(merged, overrides, published, base, raw, changed)
+    return dataclasses.replace(reading, prepared=ready)
+
+
+def _merge_and_diff(
+    merged: tuple[Section, ...], overrides: Overrides, published: Section | None
+) -> tuple[Section, Section, list[Path]]:
+    base = merge(merged)
+    raw = overrides.apply(base)
+    return base, raw, [] if published is None else diff(published, raw)
+
+
+def _same_basis(
+    prepared: Prepared,
+    merged: tuple[Section, ...],
+    overrides: Overrides,
+    published: Section | None,
+) -> bool:
+    return (
+        prepared.overrides is overrides
+        and prepared.published is published
+        and len(prepared.layers) == len(merged)
+        and all(a is b for a, b in zip(prepared.layers, merged, strict=True))
+    )
 
 
 def layers(table: ConfigTable, loaded: dict[str, Section]) -> list[Section]:

@@ -152,7 +152,7 @@ async def test_reload_picks_up_an_edited_file_and_reports_changes(
 ) -> None:
     config = tmp_path / "config.toml"
     config.write_text('[server]\nport = 8000\nhost = "0.0.0.0"\n')
-    await start_tree(sources=[FileSource(config)])
+    await start_tree(sources=[FileSource(config, watch=False)])  # the reload is the only one
 
     config.write_text('[server]\nport = 9000\nhost = "0.0.0.0"\n')
     result = await Config.reload()
@@ -181,7 +181,8 @@ async def test_broken_file_keeps_last_good_layer_and_recovers(
 ) -> None:
     config = tmp_path / "config.toml"
     config.write_text("[db]\npool = 5\n")
-    await start_tree(sources=[FileSource(config), EnvironmentSource("APP_", environ={})])
+    file = FileSource(config, watch=False)  # the reloads below are the only ones
+    await start_tree(sources=[file, EnvironmentSource("APP_", environ={})])
 
     config.write_text("[db\npool = ")
     result = await Config.reload()
