@@ -10,7 +10,11 @@ stderr), and writes it to ``results.md`` and the raw figures to ``results.json``
 
 0.2.9 has the same import name as this project, so its figures come from
 ``baseline_029.py`` run as a subprocess by ``benchmarks/.venv-029/bin/python`` (which
-``scripts/bench`` builds); ``--no-baseline`` skips it and those rows say so.
+``scripts/bench`` builds). The cold-start rows (10) run ``cold_start.py`` in fresh
+interpreters: ours and the ``tomllib`` floor with this interpreter, pydantic-settings,
+dynaconf and 0.2.9 with those of ``benchmarks/.venv-pydantic-settings``,
+``benchmarks/.venv-dynaconf`` and ``benchmarks/.venv-029`` (``scripts/bench`` builds them
+too). ``--no-baseline`` skips 0.2.9 and the peers, and their rows say so.
 
 **Adding a benchmark**: write one ``async def`` taking a
 :class:`Context` and returning a list of :class:`Row`, and decorate it with
@@ -38,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
@@ -47,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from _timing import Paired, measure_paired, nested_config, scaled
+from _timing import Measurement, Paired, measure_paired, nested_config, scaled
 from otpylib import atom, gen_server, process
 from otpylib.gen_server import NoReply, Reply
 from otpylib.module import GEN_SERVER, OTPModule
@@ -57,6 +62,7 @@ from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
 import otpylib_config
 from otpylib_config import (
     Config,
+    ConfigClient,
     ConfigSpec,
     ConfigTree,
     ConsulSource,
@@ -72,6 +78,8 @@ HERE = Path(__file__).resolve().parent
 BASELINE_PYTHON = HERE / ".venv-029" / "bin" / "python"
 BASELINE_SCRIPT = HERE / "baseline_029.py"
 BASELINE_LIMIT_S = 600.0
+RELOAD_LIMIT_S = 120.0  # rows 11 and 12: a reload slower than this fails the run
+STALL_TAIL_S = 0.05  # row 12 watches the loop this long after a reload returns
 COMMAND_VARIABLE = "OTPYLIB_CONFIG_BENCH_COMMAND"  # scripts/bench names itself in results.md
 
 SECTION, KEY = "section_0000", "key_042"
@@ -94,17 +102,32 @@ class Sizes:
     """Sizes of the configurations and of the sample counts; ``--quick`` shrinks them."""
 
     big_sections: int = 1000  # row 4: sections of 100 keys
-    subscriptions: int = 10_000  # row 5
-    saves: int = 50  # row 6
+    subscriptions: int = 10_000  # rows 5 and 17 (17: matching ones)
+    saves: int = 50  # row 6, per kind of save
     writes: int = 50  # row 8
-    reload_sections: int = 100  # row 7: sections of 100 keys in the TOML file
-    reloads: int = 15  # row 7
+    reload_sections: int = 100  # rows 7 and 11: sections of 100 keys in the TOML file
+    reloads: int = 15  # rows 7 and 11 (11: per side)
     kills: int = 100  # row 9
+    cold_runs: int = 15  # row 10: timed runs per variant
+    stall_sections: int = 1000  # row 12: sections of 100 keys in the TOML file
+    stall_reloads: int = 5  # row 12
+    wide_keys: int = 100_000  # row 16: keys in the one flat section
+    fanout_puts: int = 2  # row 17: individually timed puts per batch (10x with none)
 
 
 FULL = Sizes()
 QUICK = Sizes(
-    big_sections=20, subscriptions=200, saves=5, reload_sections=10, reloads=3, writes=5, kills=5
+    big_sections=20,
+    subscriptions=200,
+    saves=5,
+    reload_sections=10,
+    reloads=3,
+    writes=5,
+    kills=5,
+    cold_runs=2,
+    stall_sections=20,
+    stall_reloads=2,
+    wide_keys=2_000,
 )
 
 
@@ -351,19 +374,26 @@ class TreeSwitcher:
     ``source``, awaits ``prepare()`` (e.g. subscribing), collects garbage so that the debt
     of this untimed set-up is not paid by a timed batch, and warms the tree up with puts."""
 
-    def __init__(self, warm_up: int) -> None:
+    def __init__(
+        self, warm_up: int, warm: Callable[[int], Awaitable[object]] | None = None
+    ) -> None:
         self.warm_up = warm_up
+        self.warm = puts if warm is None else warm  # the loop that warms a new tree up
         self.tree: ConfigTree | None = None
 
     async def switch(
-        self, source: Source, prepare: Callable[[], Awaitable[object]] | None = None
+        self,
+        source: Source,
+        prepare: Callable[[], Awaitable[object]] | None = None,
+        **options: Any,
     ) -> None:
+        """``options`` go to the tree's :class:`ConfigSpec` (``schema=...``)."""
         await self.close()
-        self.tree = await otpylib_config.start(spec(source))
+        self.tree = await otpylib_config.start(spec(source, **options))
         if prepare is not None:
             await prepare()
         gc.collect()
-        await puts(self.warm_up)
+        await self.warm(self.warm_up)
 
     async def close(self) -> None:
         if self.tree is not None:
@@ -586,27 +616,52 @@ async def put_with_subscriptions(ctx: Context) -> list[Row]:
 
 @benchmark("file_callback")
 async def file_save_to_callback(ctx: Context) -> list[Row]:
-    """Row 6: a TOML file saved with a new value → the subscriber's callback runs.
+    """Rows 6 and 6b: a TOML file saved with a new value → the subscriber's callback runs.
 
     Measured from just before the write to the callback, one save at a time, through the
     public API only (``FileSource(watch=True)``, no reload timer, no ``reload()`` call).
+    Row 6 saves in place (``write_text``: open with truncation, write, close); row 6b saves
+    as editors and deployment tools do, writing a new file beside it and renaming it over
+    the watched one (``os.replace``). Each kind runs against a tree of its own.
     """
-    with tempfile.TemporaryDirectory() as tmp:
-        file = Path(tmp) / "config.toml"
-        file.write_text("[bench]\nvalue = 0\n")
-
-        async def save(value: int) -> None:
-            file.write_text(f"[bench]\nvalue = {value}\n")
-
-        async with otpylib_config.running(spec(FileSource(file, watch=True))):
-            samples = await write_to_callback("bench.value", ctx.sizes.saves, save)
-    ctx.raw["file_callback"] = {"attempts": ctx.sizes.saves, "samples_s": samples}
-    name = "file saved → subscriber callback"
-    return [
-        latency_row(
-            "6", name, samples, attempts=ctx.sizes.saves, p50_target_ms=100, p99_target_ms=250
+    rows: list[Row] = []
+    for row_id, kind in (("6", "in place"), ("6b", "renamed over")):
+        with tempfile.TemporaryDirectory() as tmp:
+            file = Path(tmp) / "config.toml"
+            file.write_text("[bench]\nvalue = 0\n")
+            save = save_in_place(file) if row_id == "6" else save_renamed_over(file)
+            async with otpylib_config.running(spec(FileSource(file, watch=True))):
+                samples = await write_to_callback("bench.value", ctx.sizes.saves, save)
+        key = "file_callback" if row_id == "6" else "file_callback_rename"
+        ctx.raw[key] = {"attempts": ctx.sizes.saves, "samples_s": samples}
+        rows.append(
+            latency_row(
+                row_id,
+                f"file saved ({kind}) → subscriber callback",
+                samples,
+                attempts=ctx.sizes.saves,
+                p50_target_ms=15,
+                p99_target_ms=50,
+            )
         )
-    ]
+    return rows
+
+
+def save_in_place(file: Path) -> Callable[[int], Awaitable[None]]:
+    async def save(value: int) -> None:
+        file.write_text(f"[bench]\nvalue = {value}\n")
+
+    return save
+
+
+def save_renamed_over(file: Path) -> Callable[[int], Awaitable[None]]:
+    scratch = file.with_name(f".{file.name}.new")
+
+    async def save(value: int) -> None:
+        scratch.write_text(f"[bench]\nvalue = {value}\n")
+        os.replace(scratch, file)
+
+    return save
 
 
 async def write_to_callback(
@@ -757,6 +812,933 @@ async def restart_gap(ctx: Context) -> list[Row]:
     ]
 
 
+# ----------------------------------------------------------------- cold start (row 10)
+
+COLD_SCRIPT = HERE / "cold_start.py"
+COLD_LIMIT_S = 60.0  # a child slower than this is killed and the variant fails
+IMPORT_TIME_RUNS = 3  # python -X importtime runs, median per module
+HEAVY_IMPORTS = ("aiohttp", "yaml", "pydantic", "dotenv")  # the issue's optional dependencies
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ColdVariant:
+    """A variant of ``cold_start.py`` and the interpreter (virtualenv) it runs with;
+    ``peer`` variants are measured only with the baseline (not with ``--no-baseline``)."""
+
+    name: str
+    label: str
+    python: Path
+    distribution: str | None = None  # whose version the label shows
+    peer: bool = False
+
+
+OURS_PYTHON = Path(sys.executable)
+COLD_VARIANTS = (
+    ColdVariant("ours-start", "ours, `start` + `get_nowait` + `stop`", OURS_PYTHON),
+    ColdVariant("ours-load", "ours, `load(spec).get`", OURS_PYTHON),
+    ColdVariant(
+        "pydantic-settings",
+        "pydantic-settings",
+        HERE / ".venv-pydantic-settings" / "bin" / "python",
+        "pydantic_settings",
+        peer=True,
+    ),
+    ColdVariant(
+        "dynaconf", "dynaconf", HERE / ".venv-dynaconf" / "bin" / "python", "dynaconf", peer=True
+    ),
+    ColdVariant("otpylib-config-0.2.9", "0.2.9", BASELINE_PYTHON, peer=True),
+    ColdVariant("tomllib-environ", "`tomllib` + `os.environ` by hand", OURS_PYTHON),
+)
+
+
+@dataclass(frozen=True)
+class ColdRun:
+    """One child: seconds from spawn to the value on its stdout and to its exit, its peak
+    RSS as it reported it (``VmHWM``: see ``cold_start.peak_rss_kib``), and the CPU
+    seconds ``os.wait4`` reported for it alone."""
+
+    first_value_s: float
+    exit_s: float
+    max_rss_bytes: int
+    cpu_s: float
+
+
+class ColdStartFailed(Exception):
+    pass
+
+
+def venv_version(python: Path, distribution: str) -> str | None:
+    """The version of ``distribution`` installed in ``python``'s virtualenv (from its
+    ``.dist-info`` directory's name, without starting the interpreter)."""
+    for info in python.parent.parent.glob(f"lib/python*/site-packages/{distribution}-*.dist-info"):
+        return info.name[len(distribution) + 1 : -len(".dist-info")]
+    return None
+
+
+def child_environment(variant: str) -> dict[str, str]:
+    """A small, fixed environment: PATH, HOME, locale and the one override."""
+    import cold_start
+
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
+    env[cold_start.override_variable(variant)] = str(cold_start.OVERRIDE_VALUE)
+    return env
+
+
+def cold_run(variant: ColdVariant, config: Path) -> ColdRun:
+    """Run ``cold_start.py variant config`` once (``-I``: no user site, no PYTHON*
+    variables, no script directory on ``sys.path``) and time it."""
+    import cold_start
+
+    command = [str(variant.python), "-I", str(COLD_SCRIPT), variant.name, str(config)]
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        child = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            env=child_environment(variant.name),
+            cwd=config.parent,
+        )
+        killer = threading.Timer(COLD_LIMIT_S, child.kill)
+        killer.start()
+        try:
+            assert child.stdout is not None
+            line = child.stdout.readline()
+            first = time.perf_counter() - started
+            rest = child.stdout.read().decode(errors="replace").split()
+            _, status, usage = os.wait4(child.pid, 0)
+            exit_s = time.perf_counter() - started
+        finally:
+            killer.cancel()
+            if child.stdout is not None:
+                child.stdout.close()
+        child.returncode = os.waitstatus_to_exitcode(status)
+        value = line.decode(errors="replace").strip()
+        if child.returncode != 0 or value != str(cold_start.OVERRIDE_VALUE):
+            errors.seek(0)
+            tail = errors.read()[-2000:].decode(errors="replace")
+            raise ColdStartFailed(
+                f"{variant.name} exited with {child.returncode} and printed {value!r} "
+                f"(expected {cold_start.OVERRIDE_VALUE}): {tail}"
+            )
+    try:
+        rss_kib = int(rest[rest.index("peak_rss_kib") + 1])
+    except (ValueError, IndexError) as exc:
+        raise ColdStartFailed(f"{variant.name} did not report its peak RSS: {rest}") from exc
+    return ColdRun(first, exit_s, rss_kib * 1024, usage.ru_utime + usage.ru_stime)
+
+
+def cold_runs(variants: list[ColdVariant], config: Path, runs: int) -> dict[str, Any]:
+    """Each variant once untimed (bytecode caches, page cache), then ``runs`` rounds of one
+    run per variant, the order rotating every round. A variant that fails is dropped and
+    its error kept under ``"failed"``."""
+    samples: dict[str, list[ColdRun]] = {}
+    failed: dict[str, str] = {}
+    for variant in variants:
+        try:
+            cold_run(variant, config)
+        except ColdStartFailed as exc:
+            failed[variant.name] = str(exc)
+        else:
+            samples[variant.name] = []
+    live = [v for v in variants if v.name in samples]
+    for i in range(runs if live else 0):
+        for variant in live[i % len(live) :] + live[: i % len(live)]:
+            if variant.name in failed:
+                continue
+            try:
+                samples[variant.name].append(cold_run(variant, config))
+            except ColdStartFailed as exc:
+                failed[variant.name] = str(exc)
+                samples.pop(variant.name)
+    return {"samples": samples, "failed": failed}
+
+
+def import_subtree(importtime: str, top: str) -> list[tuple[int, int, str]]:
+    """``(self us, cumulative us, module)`` of the top-level import ``top`` and of every
+    module it imported, from ``-X importtime`` output (a module's imports are the lines
+    just before it that are nested deeper; what ``site`` imports at start-up is left out)."""
+    entries: list[tuple[int, int, int, str]] = []
+    for line in importtime.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        own, cumulative, name = line[len("import time:") :].split("|", 2)
+        level = (len(name) - len(name.lstrip()) - 1) // 2
+        entries.append((level, int(own), int(cumulative), name.strip()))
+    end = next((i for i, e in enumerate(entries) if e[0] == 0 and e[3] == top), None)
+    if end is None:
+        return []
+    start = end
+    while start > 0 and entries[start - 1][0] > 0:
+        start -= 1
+    return [(own, cumulative, name) for _, own, cumulative, name in entries[start : end + 1]]
+
+
+def import_times(runs: int) -> dict[str, Any]:
+    """``python -X importtime -c "import otpylib_config"`` ``runs`` times: per module that
+    this import loaded, the median self and cumulative ms; the top 10 by cumulative and by
+    self time, self time summed per top-level package, and which of ``HEAVY_IMPORTS`` the
+    import loaded."""
+    per_module: dict[str, list[tuple[int, int]]] = {}
+    for _ in range(runs):
+        done = subprocess.run(
+            [str(OURS_PYTHON), "-I", "-X", "importtime", "-c", "import otpylib_config"],
+            capture_output=True,
+            text=True,
+            timeout=COLD_LIMIT_S,
+            env=child_environment("ours-start"),
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"import otpylib_config failed: {done.stderr[-2000:]}")
+        this_run: dict[str, tuple[int, int]] = {}
+        for own, cumulative, name in import_subtree(done.stderr, "otpylib_config"):
+            before = this_run.get(name, (0, 0))  # a name twice: a nested re-import
+            this_run[name] = (before[0] + own, max(before[1], cumulative))
+        for name, times in this_run.items():
+            per_module.setdefault(name, []).append(times)
+    modules = [
+        {
+            "module": name,
+            "self_ms": round(statistics.median(o for o, _ in times) / 1e3, 1),
+            "cumulative_ms": round(statistics.median(c for _, c in times) / 1e3, 1),
+        }
+        for name, times in per_module.items()
+    ]
+    check = (
+        "import sys, otpylib_config; "
+        f"print(','.join(m for m in {HEAVY_IMPORTS!r} if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [str(OURS_PYTHON), "-I", "-c", check],
+        capture_output=True,
+        text=True,
+        timeout=COLD_LIMIT_S,
+        env=child_environment("ours-start"),
+    ).stdout.strip()
+    total = next((m["cumulative_ms"] for m in modules if m["module"] == "otpylib_config"), None)
+    packages: dict[str, float] = {}
+    for m in modules:
+        top = m["module"].split(".")[0]
+        packages[top] = packages.get(top, 0.0) + m["self_ms"]
+    by_package = sorted(packages.items(), key=lambda item: -item[1])[:10]
+    return {
+        "runs": runs,
+        "total_ms": total,
+        "top_cumulative": sorted(modules, key=lambda m: -m["cumulative_ms"])[:10],
+        "top_self": sorted(modules, key=lambda m: -m["self_ms"])[:10],
+        "top_packages_self_ms": [{"package": p, "self_ms": round(ms, 1)} for p, ms in by_package],
+        "heavy_imports_loaded": [m for m in loaded.split(",") if m],
+    }
+
+
+def fmt_cold(runs: list[ColdRun]) -> str:
+    first = statistics.median(r.first_value_s for r in runs)
+    rss = statistics.median(r.max_rss_bytes for r in runs)
+    return f"{first * 1e3:.0f} ms, {rss / MIB:.1f} MiB"
+
+
+def paired_median(a: list[float], b: list[float]) -> float:
+    """The median of the per-round ratios ``a[i] / b[i]`` (the rounds alternate)."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+
+@benchmark("cold_start")
+async def cold_start(ctx: Context) -> list[Row]:
+    """Rows 10a-10g: import → first value in fresh interpreters (``cold_start.py``), ours
+    against pydantic-settings, dynaconf, 0.2.9 (each in its virtualenv) and ``tomllib`` +
+    ``os.environ`` by hand; one 100-key TOML file and one environment override for all.
+
+    Time: spawn → the value on the child's stdout (its exit is in ``results.json``), median
+    over ``cold_runs`` rounds in rotating order; ratios are medians of per-round ratios.
+    Memory: the child's peak RSS (``VmHWM``, which the child reports: ``ru_maxrss`` from
+    ``os.wait4`` would be at least this process's RSS, see ``cold_start.peak_rss_kib``),
+    median; ``os.wait4``'s CPU time goes to ``results.json``. The import profile of
+    ``import otpylib_config`` goes to ``results.json`` and below the table.
+    """
+    import cold_start
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.toml"
+        config.write_text(cold_start.to_toml(cold_start.layout()))
+        missing: dict[str, str] = {}
+        variants = []
+        for variant in COLD_VARIANTS:
+            if variant.peer and ctx.baseline is None:
+                missing[variant.name] = ctx.baseline_missing
+            elif not variant.python.exists():
+                missing[variant.name] = f"{variant.python.parent.parent.name} missing"
+            else:
+                variants.append(variant)
+        measured = await asyncio.to_thread(cold_runs, variants, config, ctx.sizes.cold_runs)
+        imports = await asyncio.to_thread(
+            import_times, 1 if ctx.sizes is QUICK else IMPORT_TIME_RUNS
+        )
+    samples: dict[str, list[ColdRun]] = measured["samples"]
+    missing.update((name, "failed, see results.json") for name in measured["failed"])
+    for name in ("ours-start", "ours-load", "tomllib-environ"):
+        if name not in samples:
+            raise RuntimeError(f"cold start {name} failed: {measured['failed'].get(name)}")
+    labels = {}
+    for variant in COLD_VARIANTS:
+        version = variant.distribution and venv_version(variant.python, variant.distribution)
+        labels[variant.name] = f"{variant.label} {version}" if version else variant.label
+    ctx.raw["cold_start"] = {
+        "keys": sum(map(len, cold_start.layout().values())),
+        "runs": ctx.sizes.cold_runs,
+        "variants": {
+            name: {"label": labels[name], "runs": [asdict(r) for r in runs]}
+            for name, runs in samples.items()
+        },
+        "not_measured": missing,
+        "failed": measured["failed"],
+        "import_time": imports,
+    }
+
+    ours = samples["ours-start"]
+    name = "cold start: import → first value (100-key TOML + env)"
+
+    def against(row_id: str, mine: str, peer: str, *, target: str = "—", limit: float = 0) -> Row:
+        runs = samples.get(peer)
+        mine_runs = samples[mine]
+        if runs is None:
+            return Row(
+                row_id,
+                f"{name}, {labels[mine]}",
+                fmt_cold(mine_runs),
+                f"{labels[peer]}: n/a ({missing[peer]})",
+                "n/a",
+                target,
+                "n/a" if limit else "—",
+            )
+        ratio = paired_median([r.first_value_s for r in mine_runs], [r.first_value_s for r in runs])
+        return Row(
+            row_id,
+            f"{name}, {labels[mine]}",
+            fmt_cold(mine_runs),
+            f"{labels[peer]} {fmt_cold(runs)}",
+            fmt_ratio(ratio),
+            target,
+            verdict(ratio <= limit) if limit else "—",
+        )
+
+    peer_rss = samples.get("pydantic-settings")
+    rss_name = "peak RSS of that cold start (ours, `start`)"
+    ours_rss = statistics.median(r.max_rss_bytes for r in ours)
+    if peer_rss is None:
+        rss_row = Row(
+            "10b",
+            rss_name,
+            f"{ours_rss / MIB:.1f} MiB",
+            f"{labels['pydantic-settings']}: n/a ({missing['pydantic-settings']})",
+            "n/a",
+            "≤ 1x",
+            "n/a",
+        )
+    else:
+        theirs = statistics.median(r.max_rss_bytes for r in peer_rss)
+        rss_row = Row(
+            "10b",
+            rss_name,
+            f"{ours_rss / MIB:.1f} MiB",
+            f"{labels['pydantic-settings']} {theirs / MIB:.1f} MiB",
+            fmt_ratio(ours_rss / theirs),
+            "≤ 1x",
+            verdict(ours_rss <= theirs),
+        )
+    heavy = imports["heavy_imports_loaded"]
+    return [
+        against("10a", "ours-start", "pydantic-settings", target="≤ 0.75x", limit=0.75),
+        rss_row,
+        against("10c", "ours-start", "dynaconf"),
+        against("10d", "ours-start", "otpylib-config-0.2.9"),
+        against("10e", "ours-start", "tomllib-environ"),
+        against("10f", "ours-load", "pydantic-settings"),
+        Row(
+            "10g",
+            "`import otpylib_config` loads aiohttp, PyYAML, pydantic, dotenv?",
+            ", ".join(heavy) if heavy else "none of them",
+            f"import time {imports['total_ms']} ms (`-X importtime`)",
+            target="none",
+            verdict=verdict(not heavy),
+        ),
+    ]
+
+
+# ----------------------------------------------------------- reloads (rows 11 and 12)
+
+FILE_AGE_S = 0.1  # a file written this long before a reload is older than any settle window
+
+
+@benchmark("noop_reload")
+async def noop_reload(ctx: Context) -> list[Row]:
+    """Row 11: ``await Config.reload()`` of an unchanged ``reload_sections`` x 100-key TOML
+    file against a reload of the same file with one key changed (written ``FILE_AGE_S``
+    before the reload, untimed, as a timer reload would find it), one reload per batch,
+    ``reloads`` batches alternating."""
+    sections = ctx.sizes.reload_sections
+    keys = sections * KEYS_PER_SECTION
+    config = nested_config(sections, KEYS_PER_SECTION)
+    values = itertools.count(1)
+    changed: list[tuple[str, ...]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / "config.toml"
+        file.write_text(to_toml(config))
+
+        async def change_file() -> None:
+            config[SECTION][KEY] = -next(values)
+            file.write_text(to_toml(config))
+            await asyncio.sleep(FILE_AGE_S)
+
+        async def noop(count: int) -> None:
+            for _ in range(count):
+                result = await Config.reload()
+                if result.changed:
+                    raise RuntimeError(f"a reload of an unchanged file changed {result.changed}")
+
+        async def real(count: int) -> None:
+            for _ in range(count):
+                changed.append((await Config.reload()).changed)
+
+        source = FileSource(file, watch=False)
+        async with otpylib_config.running(spec(source, write_timeout=RELOAD_LIMIT_S)):
+            await asyncio.sleep(FILE_AGE_S)
+            pair = await measure_paired(noop, real, 1, ctx.sizes.reloads, before_b=change_file)
+    if any(c != (PATH,) for c in changed):
+        raise RuntimeError(f"a reload with one key changed reported {changed}")
+    ctx.raw["noop_reload"] = {"keys": keys, **pair_json(pair, "noop", "one_key_changed")}
+    return [
+        paired_row(
+            "11",
+            f"`await Config.reload()`, unchanged {keys:,}-key TOML",
+            pair,
+            "the same reload with 1 key changed",
+            target="≤ 0.05x",
+            meets=lambda r: r <= 0.05,
+        )
+    ]
+
+
+class StallMeter:
+    """The longest the event loop went without running a ready task: a task that yields
+    with ``asyncio.sleep(0)`` in a loop and keeps the longest gap between two turns."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._running = True
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        clock = time.perf_counter
+        last = clock()
+        while self._running:
+            await asyncio.sleep(0)
+            now = clock()
+            if now - last > self.longest:
+                self.longest = now - last
+            last = now
+
+    async def stop(self) -> float:
+        self._running = False
+        await self._task
+        return self.longest
+
+
+@benchmark("reload_stall")
+async def reload_stall(ctx: Context) -> list[Row]:
+    """Row 12: the longest event-loop stall while ``await Config.reload()`` of a
+    ``stall_sections`` x 100-key TOML file with one key changed runs (from just before the
+    call to ``STALL_TAIL_S`` after it returns), over ``stall_reloads`` reloads."""
+    sections = ctx.sizes.stall_sections
+    keys = sections * KEYS_PER_SECTION
+    config = nested_config(sections, KEYS_PER_SECTION)
+    stalls: list[float] = []
+    durations: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / "config.toml"
+        file.write_text(to_toml(config))
+        source = FileSource(file, watch=False)
+        async with otpylib_config.running(spec(source, write_timeout=RELOAD_LIMIT_S)):
+            for i in range(ctx.sizes.stall_reloads):
+                config[SECTION][KEY] = -1 - i
+                file.write_text(to_toml(config))
+                await asyncio.sleep(FILE_AGE_S)
+                gc.collect()
+                meter = StallMeter()
+                await asyncio.sleep(0)
+                started = time.perf_counter()
+                result = await Config.reload()  # fails after write_timeout
+                durations.append(time.perf_counter() - started)
+                await asyncio.sleep(STALL_TAIL_S)
+                stalls.append(await meter.stop())
+                if result.changed != (PATH,):
+                    raise RuntimeError(f"the reload reported {result.changed}, expected {PATH}")
+    ctx.raw["reload_stall"] = {"keys": keys, "stall_s": stalls, "reload_s": durations}
+    p50, worst = statistics.median(stalls) * 1e3, max(stalls) * 1e3
+    return [
+        Row(
+            "12",
+            f"longest event-loop stall during `await Config.reload()`, {keys:,}-key TOML, "
+            "1 key changed",
+            f"p50 {p50:.1f} ms, max {worst:.1f} ms ({len(stalls)} reloads of "
+            f"{statistics.median(durations) * 1e3:.0f} ms)",
+            target="≤ 5 ms",
+            verdict=verdict(worst <= 5),
+        )
+    ]
+
+
+# -------------------------------------------------------- the write floor (13 and 14)
+
+BARE = "benchmarks.bare"
+WRITERS = 8
+
+
+async def bare_process() -> None:
+    """The floor's server: a bare otpylib process that answers each ``(future, ...)``
+    message by resolving the future (``None`` ends it)."""
+    receive = process.receive
+    while True:
+        message = await receive()
+        if message is None:
+            return
+        reply = message[0]
+        if not reply.done():
+            reply.set_result(None)
+
+
+async def round_trips(count: int, path: str = PATH) -> None:
+    """``count`` x (a future, ``process.send`` of it with a put's payload to the bare
+    process by its registered name, ``await`` the future): a put's transport, nothing
+    else. From a plain asyncio task, as ``puts`` runs."""
+    send, new_future = process.send, asyncio.get_running_loop().create_future
+    values = itertools.cycle(VALUES)
+    for _ in itertools.repeat(None, count):
+        reply = new_future()
+        await send(BARE, (reply, path, next(values)))
+        await reply
+
+
+def puts_at(path: str) -> Callable[[int], Awaitable[None]]:
+    """Like :func:`puts`, on ``path``, with values of its own that alternate."""
+    values = itertools.cycle(VALUES)
+
+    async def run(count: int) -> None:
+        put = Config.put
+        for _ in itertools.repeat(None, count):
+            await put(path, next(values))
+
+    return run
+
+
+def concurrently(
+    run: Callable[[int, str], Awaitable[None]], writers: int
+) -> Callable[[int], Awaitable[None]]:
+    """``count`` operations as ``writers`` tasks of ``count // writers`` each, writer ``w``
+    on path ``section_0000.key_00w`` (so that every put changes the config)."""
+
+    async def all_of(count: int) -> None:
+        each = count // writers
+        await asyncio.gather(*(run(each, f"{SECTION}.key_{w:03d}") for w in range(writers)))
+
+    return all_of
+
+
+async def sequential_puts(count: int, path: str = PATH) -> None:
+    await puts_at(path)(count)
+
+
+@asynccontextmanager
+async def with_bare_process() -> AsyncIterator[None]:
+    """A runtime of our own with the bare process in it, and a 100-key tree beside it."""
+    async with own_runtime():
+        pid = await process.spawn(bare_process, name=BARE)
+        try:
+            async with otpylib_config.running(spec(small_config())):
+                await round_trips(100)
+                yield
+        finally:
+            await process.send(pid, None)
+
+
+@benchmark("put_floor")
+async def put_against_floor(ctx: Context) -> list[Row]:
+    """Rows 13a/13b: the floor (``process.send`` + future round trip to a bare otpylib
+    process) and ``await Config.put`` on 100 keys against it, batches alternating."""
+    async with with_bare_process():
+        pair = await measure_paired(puts, round_trips, ctx.n(PUT_BATCH), ctx.batches)
+        check_published()
+    ctx.raw["put_floor"] = pair_json(pair, "put", "floor")
+    floor = "`process.send` + future round trip to a bare process"
+    return [
+        Row("13a", f"the write floor: {floor}, sequential", fmt_ns(pair.b.median_ns)),
+        paired_row(
+            "13b",
+            "`await Config.put(path, v)`, sequential, 100 keys",
+            pair,
+            "that floor",
+            target="≤ 1.5x",
+            meets=lambda r: r <= 1.5,
+        ),
+    ]
+
+
+@benchmark("put_concurrent")
+async def concurrent_puts(ctx: Context) -> list[Row]:
+    """Row 14: ``WRITERS`` tasks putting at once (each on a path of its own), per put,
+    against ``WRITERS`` tasks doing the floor's round trip at once, batches alternating."""
+    n = max(WRITERS, ctx.n(PUT_BATCH) // WRITERS * WRITERS)
+    async with with_bare_process():
+        pair = await measure_paired(
+            concurrently(sequential_puts, WRITERS),
+            concurrently(round_trips, WRITERS),
+            n,
+            ctx.batches,
+        )
+        for w in range(WRITERS):
+            if Config.get_nowait(f"{SECTION}.key_{w:03d}") not in VALUES:
+                raise RuntimeError(f"writer {w}'s puts were not published")
+    ctx.raw["put_concurrent"] = {"writers": WRITERS, **pair_json(pair, "put", "floor")}
+    return [
+        paired_row(
+            "14",
+            f"`await Config.put`, {WRITERS} concurrent writers, per put",
+            pair,
+            f"the floor with {WRITERS} concurrent senders, per round trip",
+            target="≤ 1.5x",
+            meets=lambda r: r <= 1.5,
+        )
+    ]
+
+
+# ------------------------------------------------------------ put costs (15 and 16)
+
+
+def section_model(name: str, section: dict[str, int]) -> Any:
+    """A pydantic model with one required ``int`` field per key of ``section``, under
+    ``name`` in a root model."""
+    from pydantic import create_model
+
+    fields: dict[str, Any] = {key: (int, ...) for key in section}
+    inner = create_model(f"{name.title()}Model", **fields)
+    return create_model("BenchSchema", **{name: (inner, ...)})
+
+
+@benchmark("put_schema")
+async def put_with_schema(ctx: Context) -> list[Row]:
+    """Row 15: put on the 100-key config with a pydantic ``schema`` covering all of it,
+    against the same put without a schema (one tree at a time, batches alternating;
+    ``PUT_BATCH / 5`` puts per batch)."""
+    source = small_config()
+    schema = section_model(SECTION, PLAIN[SECTION])
+    trees = TreeSwitcher(warm_up=ctx.n(PUT_BATCH) // 50)
+    try:
+        pair = await measure_paired(
+            puts,
+            puts,
+            ctx.n(PUT_BATCH // 5),
+            ctx.batches,
+            before_a=lambda: trees.switch(source, schema=schema),
+            before_b=lambda: trees.switch(source),
+        )
+        check_published()
+    finally:
+        await trees.close()
+    ctx.raw["put_schema"] = pair_json(pair, "schema", "no_schema")
+    return [
+        paired_row(
+            "15",
+            "`await Config.put` with a pydantic `schema` of the 100 keys",
+            pair,
+            "the same put without a schema",
+            target="≤ 1.5x",
+            meets=lambda r: r <= 1.5,
+        )
+    ]
+
+
+WIDE = "wide"
+
+
+def flat_config(keys: int) -> DefaultsSource:
+    return DefaultsSource({WIDE: {f"key_{k:06d}": k for k in range(keys)}})
+
+
+@benchmark("put_wide")
+async def put_into_wide_section(ctx: Context) -> list[Row]:
+    """Row 16: put into one flat section of ``wide_keys`` keys against a put into one flat
+    section of 100 keys (the same path, one tree at a time, batches alternating;
+    ``PUT_BATCH / 10`` puts per batch)."""
+    keys = ctx.sizes.wide_keys
+    path = f"{WIDE}.key_{42:06d}"
+    wide, narrow = flat_config(keys), flat_config(KEYS_PER_SECTION)
+    run = puts_at(path)
+    trees = TreeSwitcher(warm_up=ctx.n(PUT_BATCH) // 100, warm=run)
+    try:
+        pair = await measure_paired(
+            run,
+            run,
+            ctx.n(PUT_BATCH // 10),
+            ctx.batches,
+            before_a=lambda: trees.switch(wide),
+            before_b=lambda: trees.switch(narrow),
+        )
+        if Config.get_nowait(path) not in VALUES:
+            raise RuntimeError(f"put did not publish {path}")
+    finally:
+        await trees.close()
+    ctx.raw["put_wide"] = {"keys": keys, **pair_json(pair, "wide", "keys_100")}
+    return [
+        paired_row(
+            "16",
+            f"`await Config.put` into one flat {keys:,}-key section",
+            pair,
+            "the same put into a flat 100-key section",
+            target="≤ 3x",
+            meets=lambda r: r <= 3,
+        )
+    ]
+
+
+# ------------------------------------------------------------------ fan-out (row 17)
+
+FANOUT_PATTERNS = (PATH, f"{SECTION}.*", f"*.{KEY}", "**")  # each matches PATH
+DELIVERY_LIMIT_S = 30.0  # a put whose callbacks take longer than this counts them as lost
+BURST = 5  # puts in the untimed order check, back to back
+
+
+class FanOut:
+    """``count`` subscriptions, each to one of ``FANOUT_PATTERNS`` with a trivial sync
+    callback that records the new values it sees, in order."""
+
+    def __init__(self, count: int) -> None:
+        self.seen: list[list[int]] = [[] for _ in range(count)]
+        self.calls = 0
+        self.expected = 0
+        self.arrived = asyncio.Event()
+
+    def callback(self, seen: list[int]) -> Callable[[str, Any, Any], None]:
+        def on_change(path: str, old: Any, new: Any) -> None:
+            seen.append(new)
+            self.calls += 1
+            if self.calls >= self.expected:
+                self.arrived.set()
+
+        return on_change
+
+    async def subscribe(self, client: ConfigClient) -> None:
+        for i, seen in enumerate(self.seen):
+            await client.subscribe(FANOUT_PATTERNS[i % len(FANOUT_PATTERNS)], self.callback(seen))
+
+    async def one_more_each(self) -> bool:
+        """Wait (at most ``DELIVERY_LIMIT_S``) until every subscription has had one more
+        event (events of one put are never coalesced)."""
+        self.expected += len(self.seen)
+        if self.calls < self.expected:
+            self.arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.arrived.wait(), DELIVERY_LIMIT_S)
+        return self.calls >= self.expected
+
+    async def all_saw(self, value: int) -> bool:
+        """Wait (bounded) until every subscription's latest event is ``value`` (events of
+        puts in a burst may be coalesced, so only the last one is sure to come)."""
+        deadline = time.perf_counter() + DELIVERY_LIMIT_S
+        while not all(seen and seen[-1] == value for seen in self.seen):
+            if time.perf_counter() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    def in_order(self, timed: list[int], burst: list[int]) -> int:
+        """How many subscriptions saw exactly ``timed`` (each put waited for), then a
+        rising subset of ``burst`` that ends with its last value."""
+        ok = 0
+        for seen in self.seen:
+            head, tail = seen[: len(timed)], seen[len(timed) :]
+            ok += (
+                head == timed and tail == sorted(set(tail) & set(burst)) and tail[-1:] == burst[-1:]
+            )
+        return ok
+
+
+@benchmark("fanout")
+async def put_with_fanout(ctx: Context) -> list[Row]:
+    """Rows 17a/17b: ``await Config.put`` with ``subscriptions`` matching subscriptions
+    against a put with none: two trees side by side in one runtime, each put timed alone
+    until ``put`` returns (its callbacks are then awaited, untimed, before the next one),
+    ``fanout_puts`` per batch (ten times as many with none), batches alternating. Then,
+    untimed, ``BURST`` puts back to back: every subscription must have seen every timed
+    put's value, then the burst's in order (coalescing allowed), ending with its last."""
+    count = ctx.sizes.subscriptions
+    fan = FanOut(count)
+    values = itertools.count(1)
+    timed_values: list[int] = []
+    lost = 0
+
+    async def timed_puts(client: ConfigClient, subscribed: bool) -> float:
+        nonlocal lost
+        total = 0
+        count = ctx.sizes.fanout_puts * (1 if subscribed else 10)
+        for _ in range(count):
+            value = next(values)
+            started = time.perf_counter_ns()
+            await client.put(PATH, value)
+            total += time.perf_counter_ns() - started
+            if subscribed:
+                timed_values.append(value)
+                lost += not await fan.one_more_each()
+            await asyncio.sleep(0)
+        return total / count
+
+    def tree(spec_id: str) -> ConfigSpec:
+        return ConfigSpec(id=spec_id, sources=[small_config()], reload_interval=None)
+
+    async with (
+        own_runtime(),
+        otpylib_config.running(tree("fanout")),
+        otpylib_config.running(tree("nofanout")),
+    ):
+        subscribed, alone = Config.of("fanout"), Config.of("nofanout")
+        await fan.subscribe(subscribed)
+        gc.collect()
+        per_a: list[float] = []
+        per_b: list[float] = []
+        await timed_puts(subscribed, True)
+        await timed_puts(alone, False)
+        for _ in range(ctx.batches):
+            per_a.append(await timed_puts(subscribed, True))
+            per_b.append(await timed_puts(alone, False))
+        burst = [next(values) for _ in range(BURST)]
+        for value in burst:
+            await subscribed.put(PATH, value)
+        complete = await fan.all_saw(burst[-1])
+    in_order = fan.in_order(timed_values, burst)
+    n = len(per_a) * ctx.sizes.fanout_puts
+    pair = Paired(
+        Measurement(statistics.median(per_a), n, tuple(per_a)),
+        Measurement(statistics.median(per_b), n * 10, tuple(per_b)),
+        paired_median(per_a, per_b),
+    )
+    ctx.raw["fanout"] = {
+        "subscriptions": count,
+        "patterns": FANOUT_PATTERNS,
+        **pair_json(pair, "ours", "none"),
+        "puts_with_lost_callbacks": lost,
+        "subscriptions_in_order": in_order,
+        "burst_delivered": complete,
+    }
+    ok = lost == 0 and complete and in_order == count
+    return [
+        paired_row(
+            "17a",
+            f"`await Config.put` with {count:,} matching subscriptions, until it returns",
+            pair,
+            "the same put with none",
+            target="≤ 2x",
+            meets=lambda r: r <= 2,
+        ),
+        Row(
+            "17b",
+            "callbacks of that fan-out: in put order per subscription, none lost",
+            f"{in_order:,}/{count:,} subscriptions in order"
+            + (f", {lost} puts with lost callbacks" if lost else ""),
+            target="all",
+            verdict=verdict(ok),
+        ),
+    ]
+
+
+# ------------------------------------------------------------------- reads (row 18)
+
+CHANGED = [f"key_{k:03d}" for k in range(KEYS_PER_SECTION)]  # row 18b changes all of them
+CHANGED_PATHS = [f"{SECTION}.{key}" for key in CHANGED]
+SUBSCRIPT = "`d[a][b]`"
+
+
+async def subscript_reads(count: int) -> None:
+    """``count`` x ``d[a][b]`` of the path every get reads (all locals)."""
+    d, a, b = PLAIN, SECTION, KEY
+    for _ in itertools.repeat(None, count):
+        d[a][b]
+
+
+@benchmark("reads")
+async def reads_against_subscript(ctx: Context) -> list[Row]:
+    """Rows 18a/18b: ``Config.get_nowait(path)`` against ``d[a][b]``; and the first read of
+    each path after a change: ``put_many`` of all 100 keys of a section (untimed), then one
+    timed pass of ``get_nowait`` over those 100 paths (each the first read since its value
+    changed) against one pass of ``d[a][b]`` over the same 100 keys."""
+    rounds = max(2, ctx.n(GET_BATCH) // 500)
+    values = itertools.count(1)
+    async with otpylib_config.running(spec(small_config())):
+
+        async def ours(count: int) -> None:
+            get, path = Config.get_nowait, PATH
+            for _ in itertools.repeat(None, count):
+                get(path)
+
+        pair = await measure_paired(ours, subscript_reads, ctx.n(GET_BATCH), ctx.batches)
+
+        async def first_reads() -> float:
+            get, clock, elapsed = Config.get_nowait, time.perf_counter_ns, 0
+            for _ in range(rounds):
+                value = next(values)
+                await Config.put_many({path: value for path in CHANGED_PATHS})
+                started = clock()
+                for path in CHANGED_PATHS:
+                    get(path)
+                elapsed += clock() - started
+            if get(CHANGED_PATHS[-1]) != value:
+                raise RuntimeError("put_many did not publish")
+            return elapsed / (rounds * len(CHANGED_PATHS))
+
+        def subscripts() -> float:
+            d, a, clock, elapsed = PLAIN, SECTION, time.perf_counter_ns, 0
+            for _ in range(rounds):
+                started = clock()
+                for b in CHANGED:
+                    d[a][b]
+                elapsed += clock() - started
+            return elapsed / (rounds * len(CHANGED))
+
+        await first_reads()
+        subscripts()
+        per_a: list[float] = []
+        per_b: list[float] = []
+        for _ in range(ctx.batches):
+            per_a.append(await first_reads())
+            per_b.append(subscripts())
+    n = rounds * len(CHANGED) * ctx.batches
+    first = Paired(
+        Measurement(statistics.median(per_a), n, tuple(per_a)),
+        Measurement(statistics.median(per_b), n, tuple(per_b)),
+        paired_median(per_a, per_b),
+    )
+    ctx.raw["reads"] = {
+        "get_nowait": pair_json(pair, "ours", "subscript"),
+        "first_read_after_change": pair_json(first, "ours", "subscript"),
+    }
+    return [
+        paired_row(
+            "18a",
+            "`Config.get_nowait(path)`",
+            pair,
+            SUBSCRIPT,
+            target="≤ 1.5x",
+            meets=lambda r: r <= 1.5,
+        ),
+        paired_row(
+            "18b",
+            "first `Config.get_nowait(path)` after a change of `path`",
+            first,
+            SUBSCRIPT,
+            target="≤ 3x",
+            meets=lambda r: r <= 3,
+        ),
+    ]
+
+
 async def settle(arrived: asyncio.Event, limit_s: float = 2.0, quiet_s: float = 0.05) -> None:
     """Wait until ``arrived`` is set (at most ``limit_s``), then ``quiet_s`` for stragglers."""
     with contextlib.suppress(TimeoutError):
@@ -834,7 +1816,29 @@ def describe(args: argparse.Namespace, scale: float, sizes: Sizes) -> dict[str, 
     }
 
 
-def markdown(meta: dict[str, Any], rows: list[Row]) -> str:
+def import_profile(imports: dict[str, Any] | None) -> str:
+    """The top modules of ``import otpylib_config`` by cumulative import time (row 10)."""
+    if not imports:
+        return ""
+    lines = [
+        f"\nTop 10 modules by cumulative import time of `import otpylib_config` "
+        f"(`python -X importtime`, median of {imports['runs']} runs; self time in brackets):\n"
+    ]
+    lines += [
+        f"{i}. `{m['module']}` {m['cumulative_ms']:g} ms ({m['self_ms']:g} ms)"
+        for i, m in enumerate(imports["top_cumulative"], 1)
+    ]
+    lines.append(
+        "\nThe same import's self time summed by top-level package: "
+        + ", ".join(
+            f"`{p['package']}` {p['self_ms']:g} ms" for p in imports["top_packages_self_ms"]
+        )
+        + ".\n"
+    )
+    return "\n".join(lines)
+
+
+def markdown(meta: dict[str, Any], rows: list[Row], imports: dict[str, Any] | None = None) -> str:
     v = meta["versions"]
     against = "0.2.9 (in its own virtualenv)" if meta["baseline"] else "0.2.9 skipped"
     return (
@@ -844,8 +1848,11 @@ def markdown(meta: dict[str, Any], rows: list[Row]) -> str:
         f"operation (scale {meta['scale']:g}). Ratio = ours / compared with; where both were "
         "measured here, their batches alternate and the ratio is the median of the per-pair "
         "ratios, which the drift of a shared machine moves far less than the two medians. "
-        "Latencies: nearest-rank percentiles of every sample.\n\n"
+        "Latencies: nearest-rank percentiles of every sample. Cold starts (row 10): medians "
+        f"over {meta['sizes']['cold_runs']} fresh interpreters per variant, run in rotating "
+        "order; their ratios are medians of per-round ratios.\n\n"
         f"{table(rows)}\n"
+        f"{import_profile(imports)}"
     )
 
 
@@ -904,7 +1911,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = describe(args, scale, sizes)
     meta["baseline"] = baseline is not None
     meta["wall_time_s"] = round(time.perf_counter() - started, 1)
-    text = markdown(meta, rows)
+    text = markdown(meta, rows, ctx.raw.get("cold_start", {}).get("import_time"))
     print(text)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "results.md").write_text(text)

@@ -7,16 +7,17 @@ it would have had once (a subscription by its id, a put sets the same value agai
 reply may differ: a delete the dead manager had committed answers ``False`` the second time.
 Once the tree is stopped for good, a request fails at once with ``NotRunningError``.
 
-While a request waits, a liveness check runs every ``POLL_S`` on the event loop: it fails
-the future if the manager died (so the request is retried), if the tree stopped, or when
-the deadline passed. A timer per request, not a monitor: monitors are messages to a process,
-and a caller need not be one.
+While requests wait, one liveness check runs every ``POLL_S`` on the event loop: it fails a
+request's future if its manager died (so the request is retried), if the tree stopped, or
+when the deadline passed. A check on a timer, not a monitor: monitors are messages to a
+process, and a caller need not be one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -48,13 +49,14 @@ async def request(table: ConfigTable, make: Callable[[asyncio.Future[T]], Messag
         pid = await send_to_manager(table, make(reply), deadline)
         if pid is None:
             raise _timeout(table)
-        liveness = _Liveness(table, reply, pid, deadline)
+        liveness = _liveness(loop)
+        liveness.watch(reply, table, pid, deadline)
         try:
             return await reply
         except _ManagerDown:
             continue
         finally:
-            liveness.cancel()
+            liveness.forget(reply)
 
 
 async def send_to_manager(table: ConfigTable, message: Message, deadline: float) -> Any:
@@ -112,32 +114,48 @@ class _ManagerDown(Exception):
 
 
 class _Liveness:
-    """Fails a request's future if the manager dies or the deadline passes.
+    """Fails waiting requests whose manager died, whose tree stopped, or whose deadline
+    passed: one timer for every request of the loop, armed while any waits, rather than a
+    timer per request (a put then costs a dict insert and delete, not a timer)."""
 
-    A class rather than a closure that re-arms itself: such a closure refers to itself, and
-    every request would leave a reference cycle for the garbage collector.
-    """
+    def __init__(self) -> None:
+        self.waiting: dict[asyncio.Future[Any], tuple[ConfigTable, Any, float]] = {}
+        self.timer: asyncio.TimerHandle | None = None
 
-    __slots__ = ("deadline", "fut", "loop", "pid", "table", "timer")
-
-    def __init__(
-        self, table: ConfigTable, fut: asyncio.Future[Any], pid: Any, deadline: float
+    def watch(
+        self, fut: asyncio.Future[Any], table: ConfigTable, pid: Any, deadline: float
     ) -> None:
-        self.table, self.fut, self.pid, self.deadline = table, fut, pid, deadline
-        self.loop = asyncio.get_running_loop()
-        self.timer = self.loop.call_later(POLL_S, self.check)
+        self.waiting[fut] = (table, pid, deadline)
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(POLL_S, self.check)
+
+    def forget(self, fut: asyncio.Future[Any]) -> None:
+        self.waiting.pop(fut, None)
 
     def check(self) -> None:
-        if self.fut.done():
-            return
-        if self.table.stopped is not None:
-            self.fut.set_exception(NotRunningError(self.table.stopped))
-        elif not process.is_alive(self.pid):
-            self.fut.set_exception(_ManagerDown())
-        elif self.loop.time() >= self.deadline:
-            self.fut.set_exception(_timeout(self.table))
-        else:
-            self.timer = self.loop.call_later(POLL_S, self.check)
+        self.timer = None
+        now = asyncio.get_running_loop().time()
+        for fut, (table, pid, deadline) in list(self.waiting.items()):
+            if fut.done():
+                del self.waiting[fut]
+            elif table.stopped is not None:
+                fut.set_exception(NotRunningError(table.stopped))
+            elif not process.is_alive(pid):
+                fut.set_exception(_ManagerDown())
+            elif now >= deadline:
+                fut.set_exception(_timeout(table))
+        if self.waiting:
+            self.timer = asyncio.get_running_loop().call_later(POLL_S, self.check)
 
-    def cancel(self) -> None:
-        self.timer.cancel()  # drops the handle's reference back to us
+
+_CHECKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Liveness] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _liveness(loop: asyncio.AbstractEventLoop) -> _Liveness:
+    """The loop's one liveness check (a timer belongs to its loop)."""
+    check = _CHECKS.get(loop)
+    if check is None:
+        check = _CHECKS[loop] = _Liveness()
+    return check

@@ -107,8 +107,9 @@ def complete_version(section: Any) -> int | None:
 @pytest.mark.parametrize(
     "debounce",
     [
+        # a close reports at once unless the file was reported within the debounce (a burst)
         pytest.param(0.005, id="reports-between-writes"),  # shorter than most gaps
-        pytest.param(0.02, id="never-quiet"),  # longer than any gap: only MAX_DELAY reports
+        pytest.param(0.02, id="never-quiet"),  # longer than any gap: a burst, MAX_DELAY reports
     ],
 )
 async def test_a_file_rewritten_by_another_process_is_only_published_whole(

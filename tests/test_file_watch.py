@@ -3,12 +3,15 @@
 Timeouts only bound a hang. "Nothing else was reported" is shown without sleeping: the test
 changes a sentinel file in the same directory and waits for its notification. One directory's
 events reach the loop in order, and an earlier event's timer is due earlier, so once the
-sentinel is reported every earlier notification has been queued already.
+sentinel is reported every earlier notification has been queued already. The sentinel's
+change is a ``touch`` without an open (an attribute change alone), which always waits for the
+debounce: an event that completes a file reports at once, so it cannot come after it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import threading
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from otpylib_config.sources import file_watch
 from otpylib_config.sources.file_watch import (
     CLOSE_EVENTS,
     MAX_DELAY,
@@ -36,14 +40,18 @@ Call = tuple[str, str | None]
 
 
 class Changes:
-    """``on_change`` that records each call with what the file held at that moment."""
+    """``on_change`` that records each call with what the file held at that moment (for the
+    sentinel: its mtime, which ``quiet`` sets)."""
 
     def __init__(self, files: dict[str, Path]) -> None:
         self.files = files
         self.queue: asyncio.Queue[Call] = asyncio.Queue()
 
     def __call__(self, key: str) -> None:
-        self.queue.put_nowait((key, _read(self.files[key])))
+        if key == SENTINEL:
+            self.queue.put_nowait((key, str(self.files[key].stat().st_mtime_ns)))
+        else:
+            self.queue.put_nowait((key, _read(self.files[key])))
 
     async def until(self, key: str, content: str) -> list[Call]:
         """Calls up to the first that saw ``key``'s file hold ``content``."""
@@ -56,14 +64,19 @@ class Changes:
         return calls
 
     async def quiet(self) -> list[Call]:
-        """Everything reported before a change to the sentinel file; see the module doc."""
-        content = f"n = {id(object())}"
-        self.files[SENTINEL].write_text(content)
-        calls = await self.until(SENTINEL, content)
+        """Everything reported before a touch of the sentinel file; see the module doc."""
+        sentinel = self.files[SENTINEL]
+        stamp = next(_STAMPS)
+        os.utime(sentinel, ns=(stamp, stamp))  # an attribute change alone: debounced
+        calls = await self.until(SENTINEL, str(stamp))
         return [call for call in calls if call[0] != SENTINEL]
 
     def empty(self) -> bool:
         return self.queue.empty()
+
+
+_STAMPS = itertools.count(1_000_000_000_000_000_000, 1_000)
+"""Distinct mtimes (ns) for the sentinel."""
 
 
 def _read(path: Path) -> str | None:
@@ -86,6 +99,8 @@ def new_watcher(tmp_path: Path) -> Iterator[NewWatcher]:
 
     def make(*, debounce: float = 0.05, **files: Path) -> tuple[FileWatcher, Changes]:
         files[SENTINEL] = tmp_path / "sentinel.toml"
+        if not files[SENTINEL].exists():
+            files[SENTINEL].touch()
         changes = Changes(files)
         watcher = FileWatcher(changes, debounce=debounce)
         for key, path in files.items():
@@ -310,14 +325,15 @@ async def test_nothing_is_reported_after_stop(new_watcher: NewWatcher, config: P
 async def test_stop_cancels_pending_notifications(new_watcher: NewWatcher, config: Path) -> None:
     """The witness (short debounce) is told first; the slow watcher's timer is then pending.
     A later witness, with a longer debounce than the slow watcher's, is told of the same
-    write after the slow watcher's timer would have fired."""
+    change after the slow watcher's timer would have fired. The change is a ``touch`` with
+    no open (an attribute change alone), which always takes the debounce."""
     slow, silent = new_watcher(config=config, debounce=0.3)
     _, witness = new_watcher(config=config)
     _, later = new_watcher(config=config, debounce=0.45)
-    config.write_text("a = 1")
-    await witness.until("config", "a = 1")
+    os.utime(config)
+    await witness.until("config", "a = 0")
     slow.stop()
-    assert await later.until("config", "a = 1") == [("config", "a = 1")]
+    assert await later.until("config", "a = 0") == [("config", "a = 0")]
     assert silent.empty()
 
 
@@ -468,3 +484,104 @@ async def test_watch_paths_hands_over_the_live_watched_files(config: Path) -> No
         await asyncio.gather(task, return_exceptions=True)
     assert not file.live
     assert await asyncio.wait_for(pending, TIMEOUT) is None  # waiters learn the watch ended
+
+
+# -- when a change is reported: at the writer's close or the rename, or after the debounce ----
+#
+# Each test below touches the sentinel first (an attribute change alone, so it waits for the
+# debounce), then completes the config file: a report of the config file before the
+# sentinel's did not wait for the debounce. The debounce is long enough that both events
+# arrive within it even on a busy machine.
+
+ORDER_DEBOUNCE = 0.5
+
+
+def touch_sentinel(changes: Changes) -> str:
+    stamp = next(_STAMPS)
+    os.utime(changes.files[SENTINEL], ns=(stamp, stamp))
+    return str(stamp)
+
+
+@pytest.mark.skipif(not CLOSE_EVENTS, reason="only inotify reports when a writer closes a file")
+async def test_a_writers_close_is_reported_without_waiting_for_the_debounce(
+    new_watcher: NewWatcher, config: Path
+) -> None:
+    _, changes = new_watcher(config=config, debounce=ORDER_DEBOUNCE)
+    stamp = touch_sentinel(changes)
+
+    with open(config, "w") as handle:
+        handle.write("a = 1")
+
+    assert await changes.until(SENTINEL, stamp) == [("config", "a = 1"), (SENTINEL, stamp)]
+
+
+@pytest.mark.skipif(not CLOSE_EVENTS, reason="only inotify reports when a writer closes a file")
+async def test_a_rename_over_the_file_is_reported_without_waiting_for_the_debounce(
+    new_watcher: NewWatcher, config: Path
+) -> None:
+    _, changes = new_watcher(config=config, debounce=ORDER_DEBOUNCE)
+    temp = config.with_name(".config.toml.swp")
+    temp.write_text("a = 1")  # another name: not the config file's business
+    stamp = touch_sentinel(changes)
+
+    os.replace(temp, config)
+
+    assert await changes.until(SENTINEL, stamp) == [("config", "a = 1"), (SENTINEL, stamp)]
+
+
+@pytest.mark.skipif(not CLOSE_EVENTS, reason="only inotify reports renames in whole")
+async def test_a_file_moved_in_from_another_directory_is_reported_at_once(
+    new_watcher: NewWatcher, config: Path, tmp_path: Path
+) -> None:
+    """inotify tells it as a creation without a writer (its source is not watched); it is
+    complete content, not an empty file about to be written."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "new.toml").write_text("a = 1")
+    _, changes = new_watcher(config=config, debounce=ORDER_DEBOUNCE)
+    stamp = touch_sentinel(changes)
+
+    os.replace(elsewhere / "new.toml", config)
+
+    assert await changes.until(SENTINEL, stamp) == [("config", "a = 1"), (SENTINEL, stamp)]
+
+
+async def test_a_symlink_created_at_the_files_name_is_reported(
+    new_watcher: NewWatcher, tmp_path: Path
+) -> None:
+    """``ln -s``: nobody writes a symlink, so no writer's close is waited for."""
+    config = tmp_path / "config.toml"
+    (tmp_path / "v1.toml").write_text("a = 1")
+    _, changes = new_watcher(config=config)
+
+    config.symlink_to("v1.toml")
+
+    assert await changes.until("config", "a = 1") == [("config", "a = 1")]
+    assert await changes.quiet() == []
+
+
+@pytest.mark.skipif(not CLOSE_EVENTS, reason="only inotify reports when a writer closes a file")
+async def test_a_close_soon_after_a_report_is_a_burst_and_waits_for_the_debounce(
+    new_watcher: NewWatcher, config: Path
+) -> None:
+    _, changes = new_watcher(config=config, debounce=ORDER_DEBOUNCE)
+    config.write_text("a = 1")
+    assert await changes.until("config", "a = 1") == [("config", "a = 1")]  # at once
+    stamp = touch_sentinel(changes)
+
+    config.write_text("a = 2")  # within the debounce of that report
+
+    assert await changes.until("config", "a = 2") == [(SENTINEL, stamp), ("config", "a = 2")]
+
+
+async def test_without_close_events_every_change_waits_for_the_debounce(
+    new_watcher: NewWatcher, config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What other platforms do: their observers report no closes."""
+    monkeypatch.setattr(file_watch, "CLOSE_EVENTS", False)
+    _, changes = new_watcher(config=config, debounce=ORDER_DEBOUNCE)
+    stamp = touch_sentinel(changes)
+
+    config.write_text("a = 1")
+
+    assert await changes.until("config", "a = 1") == [(SENTINEL, stamp), ("config", "a = 1")]

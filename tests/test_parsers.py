@@ -8,6 +8,7 @@ the document, which may be a secret file.
 from __future__ import annotations
 
 import datetime
+import sys
 
 import pytest
 
@@ -256,3 +257,14 @@ def test_toml_arrays_of_tables_are_tuples_of_sections_and_times_are_kept() -> No
     layer = parse_text("t = 07:32:00\n[[rules]]\nx = 1\n[[rules]]\nx = 2\n", "toml")
     assert layer == {"t": datetime.time(7, 32), "rules": ({"x": 1}, {"x": 2})}
     assert all(type(rule) is Section for rule in layer["rules"])
+
+
+def test_yaml_without_pyyaml_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyYAML is imported only when a YAML document is parsed; without it the error says
+    which extra brings it, and the TOML and JSON parsers do not need it."""
+    monkeypatch.setitem(sys.modules, "yaml", None)  # what a missing package gives: ImportError
+    with pytest.raises(ParseError, match=r"pip install 'otpylib-config\[yaml\]'") as info:
+        parse(b"a: 1\n", "yaml")
+    assert isinstance(info.value.__cause__, ImportError)
+    assert parse(b"a = 1\n", "toml") == {"a": 1}
+    assert parse(b'{"a": 1}', "json") == {"a": 1}

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
+import subprocess
+import sys
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from otpylib_config import parsers
 from otpylib_config.errors import SourceError
 from otpylib_config.sources import file as file_module
 from otpylib_config.sources.base import NotReady
@@ -653,8 +659,9 @@ async def test_a_file_changed_just_now_is_read_once_its_timestamps_settle(
     reads: list[int] = []
     read_sync = FileSource._read_sync
 
-    def counting(self: FileSource, fenced: bool) -> file_module._Read:
-        read = read_sync(self, fenced)
+    def counting(self: FileSource, *args: Any) -> Any:
+        read = read_sync(self, *args)
+        assert isinstance(read, file_module._Read)  # the file is new: no outcome to keep
         reads.append(read.length)
         return read
 
@@ -669,26 +676,33 @@ async def test_a_file_changed_just_now_is_read_once_its_timestamps_settle(
 async def test_loads_that_arrive_while_one_reads_share_the_next_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The reading load saw the file before they asked: they need a read of their own, one."""
+    """The reading load saw the file before they asked, and it was saved since: they need a
+    read of their own, one."""
     monkeypatch.setattr(file_module, "SETTLE", 0.0)
     reads: list[int] = []
     release = threading.Event()
     read_sync = FileSource._read_sync
 
-    def held(self: FileSource, fenced: bool) -> file_module._Read:
+    def held(self: FileSource, *args: Any) -> Any:
+        read = read_sync(self, *args)
         reads.append(1)
         release.wait(TIMEOUT)
-        return read_sync(self, fenced)
+        return read
 
     monkeypatch.setattr(FileSource, "_read_sync", held)
-    source = FileSource(write(tmp_path / "c.toml", "a = 1"))
+    path = write(tmp_path / "c.toml", "a = 1")
+    source = FileSource(path)
     first = asyncio.ensure_future(source.load())
     await eventually(lambda: len(reads) == 1)
     later = [asyncio.ensure_future(source.load()) for _ in range(4)]
     await asyncio.sleep(0.01)
+    write(path, "a = 22")
     release.set()
 
-    assert await asyncio.gather(first, *later) == [{"a": 1}] * 5
+    first_layer, *later_layers = await asyncio.gather(first, *later)
+    assert first_layer == {"a": 1}
+    assert later_layers == [{"a": 22}] * 4
+    assert len({id(layer) for layer in later_layers}) == 1  # one read gave them all
     assert len(reads) == 2
 
 
@@ -703,3 +717,308 @@ async def test_a_cancelled_load_leaves_the_read_to_those_sharing_it(
     assert await second == {"a": 1}
     assert first.cancelled()
     assert await source.load() == {"a": 1}  # nothing left behind
+
+
+# -- an unchanged file is not read again (module doc of sources/file.py; docs/sources.md) --
+
+
+class Parses:
+    """Counts the parses of each format, and the threads they ran in."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.threads: list[threading.Thread] = []
+        for fmt, parser in list(parsers._PARSERS.items()):
+            monkeypatch.setitem(parsers._PARSERS, fmt, self._counting(parser))
+
+    def _counting(self, parser: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+        def parse(data: bytes) -> Any:
+            self.threads.append(threading.current_thread())
+            return parser(data)
+
+        return parse
+
+    @property
+    def count(self) -> int:
+        return len(self.threads)
+
+
+@pytest.fixture
+def parses(monkeypatch: pytest.MonkeyPatch) -> Parses:
+    return Parses(monkeypatch)
+
+
+@pytest.fixture
+def opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The files FileSource opens (its module's ``open``)."""
+    opened: list[str] = []
+
+    def counting(file: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(str(file))
+        return open(file, *args, **kwargs)
+
+    monkeypatch.setattr(file_module, "open", counting, raising=False)
+    return opened
+
+
+async def test_an_unchanged_file_gives_the_same_layer_without_reading_or_parsing(
+    tmp_path: Path, parses: Parses, opens: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(file_module, "SETTLE", 0.0)  # every read's stamp is trusted
+    source = FileSource(write(tmp_path / "c.toml", "a = 1"))
+    first = await source.load()
+    assert (parses.count, len(opens)) == (1, 1)
+
+    assert await source.load() is first
+    assert await source.load() is first
+    assert (parses.count, len(opens)) == (1, 1)
+
+    write(source.path, "a = 2\n")
+    assert await source.load() == {"a": 2}
+    assert parses.count == 2
+
+
+async def test_a_touched_or_rewritten_file_with_the_same_bytes_gives_the_same_layer_unparsed(
+    tmp_path: Path, parses: Parses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(file_module, "SETTLE", 0.0)
+    source = FileSource(write(tmp_path / "c.toml", "a = 1"))
+    first = await source.load()
+
+    os.utime(source.path)
+    assert await source.load() is first
+    write(source.path, "a = 1")
+    assert await source.load() is first
+    assert parses.count == 1
+
+
+async def test_a_rewrite_its_stamp_cannot_show_is_caught_by_the_hash(
+    tmp_path: Path, parses: Parses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read soon after the file's last change (within a timestamp tick) cannot trust the
+    stamp: a rewrite of the same size in the same tick looks unchanged. Timestamps that do
+    not move stand in for that tick here."""
+    monkeypatch.setattr(file_module, "SETTLE", 0.0)
+    monkeypatch.setattr(file_module, "_trusted", lambda started_ns, st: False)
+    real_stamp = file_module._stamp_of
+    monkeypatch.setattr(
+        file_module, "_stamp_of", lambda real, st: (*real_stamp(real, st)[:4], 0, 0)
+    )
+    path = write(tmp_path / "c.toml", "a = 1")
+    source = FileSource(path)
+    first = await source.load()
+    assert await source.load() is first  # read again, the same bytes: not parsed
+    assert parses.count == 1
+
+    with open(path, "r+") as handle:  # in place: the same inode and size
+        handle.write("a = 2")
+
+    assert await source.load() == {"a": 2}
+    assert parses.count == 2
+
+
+async def test_a_file_read_too_soon_after_its_change_is_hashed_until_its_stamp_can_tell(
+    tmp_path: Path, opens: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trust = [False]
+    monkeypatch.setattr(file_module, "SETTLE", 0.0)
+    monkeypatch.setattr(file_module, "_trusted", lambda started_ns, st: trust[0])
+    source = FileSource(write(tmp_path / "c.toml", "a = 1"))
+    first = await source.load()
+    assert await source.load() is first
+    assert len(opens) == 2  # the second load read the bytes to compare them
+
+    trust[0] = True  # this read came late enough: its stamp is trusted from now on
+    assert await source.load() is first
+    assert await source.load() is first
+    assert len(opens) == 3
+
+
+async def test_an_interpolated_file_is_read_again_when_a_variable_it_uses_changed(
+    tmp_path: Path, parses: Parses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(file_module, "SETTLE", 0.0)
+    environ = {"PORT": "8000", "OTHER": "x"}
+    path = write(tmp_path / "c.toml", 'port = ${PORT}\nhost = "${HOST:-localhost}"\n')
+    source = FileSource(path, environ=environ)
+    first = await source.load()
+
+    environ["OTHER"] = "y"  # not one it uses
+    assert await source.load() is first
+    assert parses.count == 1
+
+    environ["HOST"] = "db"  # unset before: its default was used
+    assert await source.load() == {"port": 8000, "host": "db"}
+    environ["PORT"] = "9000"
+    assert await source.load() == {"port": 9000, "host": "db"}
+    assert parses.count == 3
+
+
+async def test_a_variable_from_the_env_file_counts_too(
+    tmp_path: Path, parses: Parses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from otpylib_config.environment import Environment
+    from otpylib_config.sources.base import SourceContext
+
+    monkeypatch.setattr(file_module, "SETTLE", 0.0)
+    env_file = write(tmp_path / ".env", "PORT=8000\n")
+    source = FileSource(write(tmp_path / "c.toml", "port = ${PORT}\n"), environ={})
+    source.configure(SourceContext(environment=Environment(env_file)))
+    first = await source.load()
+    assert await source.load() is first
+
+    write(env_file, "PORT=9000\n")
+    assert await source.load() == {"port": 9000}
+    assert parses.count == 2
+
+
+async def test_an_unchanged_invalid_file_fails_again_the_same_way_unparsed(
+    tmp_path: Path, parses: Parses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(file_module, "SETTLE", 0.0)
+    source = FileSource(write(tmp_path / "c.toml", "a = 1\nb = \n"))
+    with pytest.raises(SourceError) as first:
+        await source.load()
+    with pytest.raises(SourceError) as again:
+        await source.load()
+    assert str(again.value) == str(first.value) and "line 2" in str(again.value)
+    assert again.value is not first.value  # raised anew, with a traceback of its own
+    assert parses.count == 1
+
+
+async def test_an_unchanged_missing_file_gives_the_same_outcome(
+    tmp_path: Path, opens: list[str]
+) -> None:
+    optional = FileSource(tmp_path / "local.toml", optional=True)
+    empty = await optional.load()
+    assert await optional.load() is empty
+    required = FileSource(tmp_path / "main.toml")
+    for _ in range(2):
+        with pytest.raises(SourceError, match="not found"):
+            await required.load()
+    assert opens == [str(tmp_path / "local.toml"), str(tmp_path / "main.toml")]
+
+    write(optional.path, "a = 1")
+    assert await optional.load() == {"a": 1}
+
+
+async def test_an_optional_profile_file_without_a_profile_is_one_empty_layer(
+    tmp_path: Path,
+) -> None:
+    from otpylib_config.sources.base import SourceContext
+
+    source = FileSource(tmp_path / "config.{profile}.toml", optional=True)
+    source.configure(SourceContext(profile=None))
+    assert await source.load() is await source.load()
+
+
+async def test_a_profile_file_is_skipped_while_unchanged(
+    tmp_path: Path, parses: Parses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from otpylib_config.sources.base import SourceContext
+
+    monkeypatch.setattr(file_module, "SETTLE", 0.0)
+    write(tmp_path / "config.dev.toml", "debug = true\n")
+    source = FileSource(tmp_path / "config.{profile}.toml")
+    source.configure(SourceContext(profile="dev"))
+    assert await source.load() is await source.load()
+    assert parses.count == 1
+
+
+async def test_a_timer_or_request_reload_of_an_unchanged_file_keeps_the_layer_in_use(
+    start_tree: StartTree, tmp_path: Path, parses: Parses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reload can then skip the source by identity: nothing to merge or diff."""
+    from otpylib_config import Config
+    from otpylib_config.client import current_table
+
+    monkeypatch.setattr(file_module, "SETTLE", 0.0)
+    source = FileSource(write(tmp_path / "c.toml", "a = 1\n"), watch=False)
+    await start_tree(sources=[source])
+    state = current_table().sources[source.name]
+    layer = state.layer
+
+    assert (await Config.reload()).errors == {}
+    assert state.layer is layer
+    assert parses.count == 1
+
+    write(source.path, "a = 2\n")
+    await Config.reload()
+    assert Config.get_nowait("a") == 2
+
+
+async def test_a_reload_after_a_new_tree_reads_the_file_again(
+    tmp_path: Path, parses: Parses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What one tree's reads learnt is not another's (``configure`` forgets it)."""
+    from otpylib_config.sources.base import SourceContext
+
+    monkeypatch.setattr(file_module, "SETTLE", 0.0)
+    source = FileSource(write(tmp_path / "c.toml", "a = 1\n"))
+    await source.load()
+    source.configure(SourceContext())
+    await source.load()
+    assert parses.count == 2
+
+
+# -- off the event loop ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["a = 1\n", "a = ${A}\n"], ids=["plain", "interpolated"])
+async def test_the_file_is_parsed_off_the_event_loops_thread(
+    tmp_path: Path, parses: Parses, text: str
+) -> None:
+    await FileSource(write(tmp_path / "c.toml", text), environ={"A": "1"}).load()
+    assert parses.threads and threading.current_thread() not in parses.threads
+
+
+class LoopOnly(dict[str, str]):
+    """Variables that may be read on the event loop's thread only: the loop may be changing
+    them (``os.environ``), and a worker iterating them could fail."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.loop_thread = threading.current_thread()
+
+    def _check(self) -> None:
+        assert threading.current_thread() is self.loop_thread, "read off the loop"
+
+    def __iter__(self) -> Iterator[str]:
+        self._check()
+        return super().__iter__()
+
+    def __getitem__(self, name: str) -> str:
+        self._check()
+        return super().__getitem__(name)
+
+    def keys(self) -> Any:
+        self._check()
+        return super().keys()
+
+
+async def test_the_process_variables_are_copied_on_the_loop_for_the_worker(
+    tmp_path: Path,
+) -> None:
+    environ = LoopOnly({"PORT": "8000"})
+    source = FileSource(write(tmp_path / "c.toml", "port = ${PORT}\n"), environ=environ)
+    assert await source.load() == {"port": 8000}
+    environ["PORT"] = "9000"
+    assert await source.load() == {"port": 9000}
+
+
+# -- cold start ---------------------------------------------------------------------------
+
+
+def test_importing_the_package_imports_no_watchdog_and_no_yaml() -> None:
+    """A tree without a watched file never needs watchdog; PyYAML only for a YAML file."""
+    code = "import sys, otpylib_config; print('watchdog' in sys.modules, 'yaml' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+async def test_watchdog_is_imported_once_a_file_is_watched(
+    start_tree: StartTree, tmp_path: Path
+) -> None:
+    source = FileSource(write(tmp_path / "c.toml", "a = 1\n"))
+    await start_tree(sources=[source])
+    await eventually(lambda: source._file is not None and source._file.live)
+    assert "watchdog" in sys.modules

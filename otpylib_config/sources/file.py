@@ -1,10 +1,26 @@
 """A TOML, JSON or YAML file as a layer.
 
-The file is read in a worker thread so a large parse never stalls the event loop. A file
-that does not parse raises :class:`SourceError` naming the file and the position; the
-manager then keeps the file's last good layer. ``{profile}`` in the path is replaced by the
-tree's profile (``config.{profile}.toml``); ``${VAR}`` placeholders are expanded from the
-environment (see :mod:`otpylib_config.interpolate`).
+The file is read, parsed, expanded and frozen in a worker thread, so a large parse never
+stalls the event loop; the loop only takes a copy of the process's variables first, because
+the thread must not iterate a mapping the loop may be changing. A file that does not parse
+raises :class:`SourceError` naming the file and the position; the manager then keeps the
+file's last good layer. ``{profile}`` in the path is replaced by the tree's profile
+(``config.{profile}.toml``); ``${VAR}`` placeholders are expanded from the environment (see
+:mod:`otpylib_config.interpolate`).
+
+**A load of an unchanged file reads nothing.** Each proven read keeps its outcome (the layer,
+or the error) with what it depended on: the file's stamp (real path, device, inode, size,
+mtime and ctime, or that it did not exist), a hash of its bytes, and the value of every
+variable its placeholders looked up. The next load looks first, in the same worker thread
+call as its read: if the stamp and those variables are unchanged, it gives the same outcome
+again, the very same layer object, without opening the file, so the reload can skip it by
+identity. A stamp proves the content only if a later write would have moved it: the read
+must have come more than ``SETTLE`` (``COARSE_SETTLE`` on a file system that keeps whole
+seconds) after the file's last change. Otherwise (a rewrite of the same size within one
+timestamp tick would keep the stamp) the load reads the file, and bytes that hash the same
+give the same outcome unparsed, as they do after a ``touch`` or a save that changed
+nothing; once such a read comes late enough, the stamp is trusted. What this means for a
+layer that validation rejected: docs/sources.md, FileSource.
 
 A layer comes only from complete content. Another process may rewrite the file at any
 moment, in place, and half a TOML file often parses (a section with fewer keys, a number cut
@@ -23,7 +39,9 @@ bytes read as the size says. Then either
   late watchdog delivers. A writer whose open the kernel merged into the read's would write
   later with no handle known open; the read's open is fenced by opening the directory
   around it, which leaves that only the moment between two system calls, and such a read
-  is published only if no such write follows within ``GRACE``.
+  is published only if no such write follows: its change would be queued right behind the
+  read's own close, so the load waits ``GRACE`` from the read's close, or twice as long as
+  that close took to arrive if that is longer (a busy machine).
 
 With a watch, either proof also needs that no writer has the file half-written and that no
 other open handle can be a writer that has changed the file without saying so yet: a
@@ -50,20 +68,22 @@ file half-written.
 The watch never reads the file's content, so it has no layer to hand over: it says
 ``changed()`` and the reload reads, which is where a read's errors belong (a ``SourceError``
 with its problems, or ``NotReady``). What the source keeps, and which task writes and reads
-each field (the watcher's knowledge of the file, the fingerprint of the last read, whether a
-layer was accepted): docs/sources.md.
+each field (the watcher's knowledge of the file, the last read's outcome and what it
+depended on, whether a layer was accepted): docs/sources.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import anyio.to_thread
 
@@ -73,14 +93,10 @@ from otpylib_config.interpolate import InterpolationError, expand_file
 from otpylib_config.parsers import ParseError, format_of, parse
 from otpylib_config.paths import Path as KeyPath
 from otpylib_config.sources.base import Changed, NotReady, Source, SourceContext
-from otpylib_config.sources.file_watch import (
-    CLOSE_EVENTS,
-    Fingerprint,
-    Moment,
-    WatchedFile,
-    watch_paths,
-)
 from otpylib_config.values import Section
+
+if TYPE_CHECKING:  # file_watch imports watchdog: only a watch that starts imports it
+    from otpylib_config.sources.file_watch import Fingerprint, Moment, WatchedFile
 
 logger = logging.getLogger("otpylib_config")
 
@@ -98,10 +114,16 @@ SETTLE = 0.02
 longer than a kernel tick (10 ms at HZ=100)."""
 COARSE_SETTLE = 1.0 + SETTLE
 """The same for a file system that keeps whole seconds only."""
-GRACE = 0.02
-"""Seconds after a read's close in which a writer that hid its open would be heard of."""
+GRACE = 0.005
+"""Seconds after a read's close in which a writer that hid its open would be heard of, at
+least: its change is reported right behind the read's own close, so a load waits twice as
+long as that close took to arrive when that is longer (a busy machine)."""
 CLOCK_SKEW = 1.0
 """A change further than this in the future means the clock moved: timestamps prove nothing."""
+
+
+Stamp = tuple[str, int, int, int, int, int]
+"""``(real path, st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)`` of a file."""
 
 
 class _Marks(NamedTuple):
@@ -124,9 +146,22 @@ class _Read:
     after: os.stat_result | None
     length: int = 0
     """Bytes read: fewer or more than the size means the content moved under the read."""
+    closed_at: float = 0.0
+    """``time.monotonic()`` just after the file was closed."""
+    kept: _Outcome | None = None
+    """The last outcome, when these bytes are the ones it was read from: given again,
+    unparsed, once this read is proven."""
     layer: Section | None = None
     error: SourceError | None = None
     """What parsing gave; neither if the file changed while it was read (not parsed)."""
+    trusted: bool = False
+    """The read came late enough after the file's last change for its stamp to show any
+    later write (:func:`_trusted`)."""
+    digest: bytes | None = None
+    """A hash of the bytes: a later read of the same bytes gives the same outcome."""
+    variables: Mapping[str, str | None] | None = None
+    """Each variable the placeholders looked up and its value (``None``: unset); ``None``
+    if the read did not get as far as parsing."""
 
     @property
     def steady(self) -> bool:
@@ -138,9 +173,62 @@ class _Read:
             and self.length == self.before.st_size
         )
 
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What a proven read gave (a layer, or an error), and what it depended on: a load gives
+    it again, without reading, while the file's stamp and those variables are unchanged."""
+
+    stamp: Stamp | None
+    """``None``: the file did not exist."""
+    trusted: bool
+    digest: bytes | None
+    variables: Mapping[str, str | None]
+    layer: Section | None = None
+    error: SourceError | None = None
+
     def fingerprint(self) -> Fingerprint | None:
-        st = self.before
-        return None if st is None else (self.real, st.st_mtime_ns, st.st_size, st.st_ino)
+        """What a starting watch compares (``file_watch.fingerprint``)."""
+        if self.stamp is None:
+            return None
+        real, _dev, ino, size, mtime_ns, _ctime_ns = self.stamp
+        return (real, mtime_ns, size, ino)
+
+    def give(self) -> Section:
+        """The layer, or the error raised anew (a copy: one exception object raised twice
+        would grow its traceback)."""
+        error = self.error
+        if error is not None:
+            raise SourceError(
+                error.source, error.reason, problems=error.problems, partial=error.partial
+            )
+        assert self.layer is not None
+        return self.layer
+
+
+class _Looked(Mapping[str, str]):
+    """The variables as the placeholders see them, noting each name they look up (and its
+    value, ``None`` if unset): the layer depends on exactly those. Iterating notes every
+    variable, so that a lookup this does not foresee still counts."""
+
+    def __init__(self, variables: Mapping[str, str]) -> None:
+        self._variables = variables
+        self.names: dict[str, str | None] = {}
+
+    def __getitem__(self, name: str) -> str:
+        value = self._variables.get(name)
+        self.names[name] = value
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        self.names.update(self._variables)
+        return iter(self._variables)
+
+    def __len__(self) -> int:
+        self.names.update(self._variables)
+        return len(self._variables)
 
 
 class FileSource(Source):
@@ -170,9 +258,12 @@ class FileSource(Source):
         self.watched = watch
         self._debounce = SourceContext.watch_debounce
         # Who writes and who reads each field below, and why it must exist: docs/sources.md.
-        self._read_as: Fingerprint | None = None
-        """The file as the last proven read found it: written by the reads (one at a time),
-        read by a starting watch, which looks again only if the file moved since."""
+        self._last: _Outcome | None = None
+        """What the last proven read gave and depended on: written by the reads (one at a
+        time), read by the next load (which gives it again if nothing it depended on
+        moved) and by a starting watch (which looks again only if the file moved since)."""
+        self._empty = Section()
+        """The layer of an optional file with no profile: the same object at every load."""
         self._resync = False
         """A watch failed: the next one looks at once (status must catch up). Written and
         read by the watches only, which run one after the other."""
@@ -204,7 +295,7 @@ class FileSource(Source):
     def _forget(self) -> None:
         """A new tree (or ``load()``) starts from nothing: what an earlier tree's reads and
         watch learnt, and its reads on its own event loop, are not this one's."""
-        self._read_as, self._resync, self._file = None, False, None
+        self._last, self._resync, self._file = None, False, None
         self._has_layer = self._no_profile = False
         self._turns = _OneAtATime(self._load_whole)
 
@@ -242,7 +333,14 @@ class FileSource(Source):
     def pushes(self) -> bool:
         return self.watched
 
+    @property
+    def _read_as(self) -> Fingerprint | None:
+        """The file as the last proven read found it (``None``: missing, or never read)."""
+        return None if self._last is None else self._last.fingerprint()
+
     async def watch(self, changed: Changed) -> None:
+        from otpylib_config.sources.file_watch import watch_paths  # imports watchdog
+
         seen, self._resync = (None if self._resync else [self._read_as]), False
         try:
             await watch_paths(
@@ -260,12 +358,14 @@ class FileSource(Source):
 
     async def load(self) -> Section:
         if self._no_profile:
-            return Section()
+            return self._empty
         return await self._turns()
 
     async def _load_whole(self) -> Section:
-        """Read until a read is proven whole; ``NotReady`` (or, with no layer to keep,
+        """The last outcome again if nothing it depended on moved (module doc); else read
+        until a read is proven whole; ``NotReady`` (or, with no layer to keep,
         ``SourceError``) if none is within ``READ_ATTEMPTS`` and ``MAX_WRITE_WAIT``."""
+        environment = self._environment.override(environ=dict(self._environment.process))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + MAX_WRITE_WAIT
         why = "it kept changing while it was read"
@@ -274,9 +374,18 @@ class FileSource(Source):
             if file is not None and not await _writer_closed(file, deadline - loop.time()):
                 why = f"a writer kept it open for {MAX_WRITE_WAIT:g}s"
                 break
-            events = file is not None and CLOSE_EVENTS
+            events = file is not None and _close_events()
             marks = _Marks(file.opens, file.closes, file.orphans) if events and file else None
-            read = await anyio.to_thread.run_sync(self._read_sync, events)
+            try:
+                read = await anyio.to_thread.run_sync(
+                    self._read_sync, events, environment, self._last
+                )
+            except SourceError:
+                self._last = None  # the .env file failed: nothing to give again
+                raise
+            if isinstance(read, _Outcome):  # nothing it depended on moved
+                self._last = read
+                return read.give()
             wait = await _unproven(read, file, marks)
             if wait is None:
                 return self._accept(read)
@@ -286,19 +395,55 @@ class FileSource(Source):
         raise NotReady(f"{self.path}: {why}")
 
     def _accept(self, read: _Read) -> Section:
-        self._read_as = read.fingerprint()
-        if read.error is not None:
-            raise read.error
+        """Keep a proven read's outcome, and give it."""
+        if read.kept is not None:
+            self._last = read.kept
+            return read.kept.give()
         if read.before is None:
-            if not self.required:
-                return Section()
-            raise SourceError(self.name, f"file not found: {self.path}")
-        assert read.layer is not None
-        return read.layer
+            if read.error is not None:  # unreadable: look again next time
+                self._last = None
+                raise read.error
+            if self.required:
+                missing = SourceError(self.name, f"file not found: {self.path}")
+                self._last = _Outcome(None, True, None, {}, error=missing)
+            else:
+                self._last = _Outcome(None, True, None, {}, layer=Section())
+            return self._last.give()
+        variables = {} if read.variables is None else read.variables
+        self._last = _Outcome(
+            _stamp_of(read.real, read.before),
+            read.trusted,
+            read.digest,
+            variables,
+            read.layer,
+            read.error,
+        )
+        return self._last.give()
 
-    def _read_sync(self, fenced: bool) -> _Read:
-        """In a worker thread: read through one open file, between two ``fstat``s, and parse
-        only what did not change meanwhile.
+    def _unmoved(
+        self, last: _Outcome | None, real: str, environment: Environment
+    ) -> _Outcome | None:
+        """In a worker thread: ``last`` if the file's stamp (trusted) and the variables its
+        placeholders looked up are as they were, so that the file need not be opened; else
+        ``None``."""
+        if last is None or not last.trusted:
+            return None
+        try:
+            st: os.stat_result | None = os.stat(real)
+        except FileNotFoundError:
+            st = None
+        except OSError:
+            return None
+        if (None if st is None else _stamp_of(real, st)) != last.stamp:
+            return None
+        return last if _same_variables(last, environment) else None
+
+    def _read_sync(
+        self, fenced: bool, environment: Environment, last: _Outcome | None
+    ) -> _Read | _Outcome:
+        """In a worker thread: ``last`` if nothing it depended on moved (:meth:`_unmoved`);
+        else read through one open file, between two ``fstat``s, and parse only what did
+        not change meanwhile and is not the content ``last`` was read from (its hash).
 
         ``fenced``: open the directory around the file's open. The kernel merges an event
         into an identical one queued right before it, so a writer opening the file just
@@ -307,6 +452,9 @@ class FileSource(Source):
         """
         real = os.path.realpath(self.path)
         started = time.time_ns()
+        unmoved = self._unmoved(last, real, environment)
+        if unmoved is not None:
+            return unmoved
         fence = _open_directory(os.path.dirname(real)) if fenced else None
         try:
             with open(real, "rb") as handle:
@@ -324,33 +472,87 @@ class FileSource(Source):
         finally:
             if fence is not None:
                 os.close(fence)
-        read = _Read(real, started, before, after, len(data))
+        read = _Read(real, started, before, after, len(data), time.monotonic())
         if not read.steady:
             return read
+        trusted = _trusted(started, before)
+        digest = _digest(data)
+        if last is not None and digest == last.digest and _same_variables(last, environment):
+            # the bytes the last outcome came from: the same outcome, now with this stamp
+            kept = dataclasses.replace(last, stamp=_stamp_of(real, before), trusted=trusted)
+            return dataclasses.replace(read, kept=kept)
+        read = dataclasses.replace(read, trusted=trusted, digest=digest)
+        looked: dict[str, str | None] = {}
         try:
-            return _Read(real, started, before, after, len(data), layer=self._parse(data))
+            layer = self._parse(data, environment, looked)
+            return dataclasses.replace(read, layer=layer, variables=looked)
         except InterpolationError as exc:  # every problem, and what is left for validation
             problems = [(path, f"{self.path}: {message}") for path, message in exc.problems]
             error = SourceError(
                 self.name, f"{self.path}: {exc}", problems=problems, partial=exc.partial
             )
-            return _Read(real, started, before, after, len(data), error=error)
+            return dataclasses.replace(read, error=error, variables=looked)
         except ParseError as exc:
             error = SourceError(self.name, f"{self.path}: {exc}")
-            return _Read(real, started, before, after, len(data), error=error)
+            return dataclasses.replace(read, error=error, variables=looked)
 
-    def _parse(self, data: bytes) -> Section:
-        """Parse, expanding placeholders; a file without ``$`` (the usual case) skips both passes.
+    def _parse(
+        self, data: bytes, environment: Environment, looked: dict[str, str | None]
+    ) -> Section:
+        """Parse, expanding placeholders; a file without ``$`` (the usual case) skips both
+        passes. Each variable looked up goes into ``looked``: the layer depends on it.
 
-        The environment is read here, on every load, so a reload sees variables that changed.
+        The environment is read here, on every read, so a reload sees variables that
+        changed; ``environment`` holds a copy of the process's variables, taken on the loop.
         """
         if b"$" not in data:
             return parse(data, self.format)
         try:
-            environ = self._environment.variables()
+            variables = environment.variables()
         except EnvFileError as exc:
             raise SourceError(self.name, f"{self.path}: placeholders: {exc}") from None
-        return expand_file(data, self.format, environ)
+        seen = _Looked(variables)
+        try:
+            return expand_file(data, self.format, seen)
+        finally:
+            looked.update(seen.names)
+
+
+def _close_events() -> bool:
+    """Whether the watcher's events include opens and closes; asked only once a watch has
+    started, so importing its module (and watchdog) costs nothing more then."""
+    from otpylib_config.sources.file_watch import CLOSE_EVENTS
+
+    return CLOSE_EVENTS
+
+
+def _same_variables(last: _Outcome, environment: Environment) -> bool:
+    """Whether every variable ``last``'s placeholders looked up has the value it had."""
+    if not last.variables:
+        return True
+    try:
+        now = environment.variables()
+    except EnvFileError:
+        return False
+    return all(now.get(name) == value for name, value in last.variables.items())
+
+
+def _stamp_of(real: str, st: os.stat_result) -> Stamp:
+    return (real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def _trusted(started_ns: int, st: os.stat_result) -> bool:
+    """Whether a read that began at ``started_ns`` (wall clock) came late enough after the
+    file's last change that any later write would move its mtime or ctime: a timestamp is
+    as coarse as a kernel tick, or a whole second on some file systems. A change in the
+    future means the clock moved, and then the timestamps prove nothing."""
+    changed = max(st.st_mtime_ns, st.st_ctime_ns)
+    settle = COARSE_SETTLE if changed % 1_000_000_000 == 0 else SETTLE
+    return (started_ns - changed) / 1e9 > settle
 
 
 def _open_directory(directory: str) -> int | None:
@@ -400,7 +602,7 @@ async def _unproven(read: _Read, file: WatchedFile | None, marks: _Marks | None)
     if settling is None:
         return None
     opened = file.at_open(closed.opens) if alone else None
-    if _quiet(opened, closed) and await _no_orphans(file, closed, marks):
+    if _quiet(opened, closed) and await _no_orphans(file, closed, marks, read.closed_at):
         return None
     return settling
 
@@ -421,12 +623,17 @@ def _quiet(opened: Moment | None, closed: Moment) -> bool:
     return opened is not None and not opened.writing and closed.generation == opened.generation
 
 
-async def _no_orphans(file: WatchedFile, closed: Moment, marks: _Marks) -> bool:
+async def _no_orphans(file: WatchedFile, closed: Moment, marks: _Marks, closed_at: float) -> bool:
     """Whether no writer hid its open in the read's: it would be heard of right after the
     read's close, as a write with no open handle (a write is reported once it is done).
-    Waits for the next relevant event, or ``GRACE``. Only a file changed within ``SETTLE``
-    needs this: a hidden writer's change is younger than the read's open."""
-    await _wait(file, lambda: file.generation > closed.generation, GRACE)
+    Waits for the next relevant event, or until ``GRACE`` after the read's close
+    (``closed_at``, monotonic), or twice as long as the read's own close took to arrive if
+    that is longer: the hidden writer's change is queued right behind it. Only a file
+    changed within ``SETTLE`` needs this: a hidden writer's change is younger than the
+    read's open."""
+    late = time.monotonic() - closed_at
+    wait = max(GRACE, 2 * late) - late
+    await _wait(file, lambda: file.generation > closed.generation, wait)
     return file.orphans == marks.orphans
 
 

@@ -1,5 +1,6 @@
-"""``FileWatcher``: tells the event loop, debounced per key, that a watched file changed, and
-keeps what a reader needs to know whether the file was being written while it read it.
+"""``FileWatcher``: tells the event loop that a watched file changed, once its writer is
+done, and keeps what a reader needs to know whether the file was being written while it read
+it.
 
 Each file is watched through its parent directory with one watchdog ``Observer``, because
 a watch on the file itself dies with the file's inode: editors save by writing a temporary
@@ -15,17 +16,23 @@ for a key when
 Events arrive on watchdog's threads and are handed to the loop with
 ``call_soon_threadsafe``; everything else happens on the loop, so no state is shared between
 threads (the only value the loop hands the other way is an immutable set of paths, replaced
-whole). On the loop each relevant event (re)arms a ``call_later`` per key, so a burst of
-events gives one ``on_change(key)`` (editors often write a file twice per save).
-``on_change`` only says
-"look again": the caller reloads, validates and notifies only if the content changed.
+whole). ``on_change(key)`` only says "look again": the caller reloads, validates and notifies
+only if the content changed.
 
-Reporting a file that is still being written would only make the caller read it half-way, so
-on Linux, where inotify says when a writer closes a file, a report waits for that close. A
-quiet period alone never comes while a writer keeps writing, so a report also falls due
-``MAX_DELAY`` debounces after its first event, and a due report goes out at the next close
-(or at once if no writer has the file open): under continuous writes the newest version is
-still looked at every few debounces.
+**When a change is reported.** On Linux, inotify says when a writer closes the file and when
+a rename puts a file in place, and those are the moments its new content is complete. So an
+event that completes the file (:func:`_completes`: a close after writing, a rename onto it or
+onto a ``..`` entry, a file moved in from another directory) reports at once. Every other
+event (a write, a creation, a deletion, ``touch``'s attribute change on its own) arms a
+debounce per key, and a quiet period of ``debounce`` seconds reports it; so does a completing
+event that comes within ``debounce`` of the key's last report: a burst (an editor that
+writes twice per save, a writer that rewrites the file every few milliseconds) then costs
+one more report at its end, not one per close. A report the debounce is about to send is held
+while a writer has the file open (its close reports it), and a quiet period alone never comes
+while a writer keeps writing, so a report also falls due ``MAX_DELAY`` debounces after its
+first event and goes out at the next close (or at once if no writer has the file open):
+under continuous writes the newest version is still looked at every few debounces. Other
+platforms report no closes, so there every event takes the debounce.
 
 Every :class:`WatchedFile` also keeps what a reader needs to prove that no write overlapped
 its read (``FileSource`` does the proving): a generation bumped by each relevant event,
@@ -47,7 +54,8 @@ watched where the symlink pointed when ``watch()`` was called.
 
 A :class:`WatchedFile` is the one piece of a ``FileSource``'s state that two tasks share on
 purpose: the watch's events write it, the reads consult it and mark their own opens
-(docs/sources.md, FileSource).
+(docs/sources.md, FileSource). This module imports watchdog, so ``FileSource`` imports it
+only once it starts watching: a tree without a watched file never loads watchdog.
 """
 
 from __future__ import annotations
@@ -105,7 +113,7 @@ EVENTS: list[type[FileSystemEvent]] = [
 ]
 """What the observer reports."""
 
-OPENED, CLOSED_NO_WRITE = "opened", "closed_no_write"
+OPENED, CLOSED_NO_WRITE, MOVED = "opened", "closed_no_write", "moved"
 MARKERS = frozenset({OPENED, CLOSED_NO_WRITE})
 """Event kinds a read causes: counted for readers, never a reason to report."""
 
@@ -254,8 +262,9 @@ class WatchedFile:
         """A relevant event; also follows whether a writer has the file open.
 
         A creation counts as a writer too: a file created empty and written later is not
-        yet its content. Creating, deleting or moving the file puts another inode (or none)
-        under its name, whose handles start from nothing.
+        yet its content (a symlink is complete once it exists: nobody writes it). Creating,
+        deleting or moving the file puts another inode (or none) under its name, whose
+        handles start from nothing.
         """
         self._event()
         self.generation += 1
@@ -267,7 +276,7 @@ class WatchedFile:
                 self._writer_mark = self.opens
             if kind in ("created", "deleted", "moved"):
                 self.handles = 0
-            if kind in ("created", "modified"):
+            if kind == "modified" or (kind == "created" and not os.path.islink(paths[0])):
                 self.writing = True
             elif kind in ("closed", "deleted", "moved"):
                 self.writing = False
@@ -334,6 +343,9 @@ class FileWatcher:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._armed_at: dict[str, float] = {}
         """When each pending report was first armed: it falls due ``MAX_DELAY`` later."""
+        self._reported_at: dict[str, float] = {}
+        """When each key was last reported: a completing event within ``debounce`` of it is
+        part of a burst, and waits for the debounce (module doc)."""
 
     @property
     def running(self) -> bool:
@@ -372,7 +384,7 @@ class FileWatcher:
         if self._observer is not None:
             return
         self._loop = asyncio.get_running_loop()
-        observer = Observer()
+        observer = _new_observer()
         try:
             for directory in {w.directory for w in self._watched.values()}:
                 self._schedule(observer, directory)
@@ -395,6 +407,7 @@ class FileWatcher:
             timer.cancel()
         self._timers.clear()
         self._armed_at.clear()
+        self._reported_at.clear()
         self._forwarders.clear()
         for watched in self._watched.values():
             watched._stopped()
@@ -448,7 +461,23 @@ class FileWatcher:
                 watched._changed(paths, kind)
                 if watched.real != real:
                     self._refresh_markers(directory)
-                self._arm(key)
+                if CLOSE_EVENTS and _completes(watched, paths, kind):
+                    self._complete(key)
+                else:
+                    self._arm(key)
+
+    def _complete(self, key: str) -> None:
+        """The file's new content is complete: report it now, unless the key was reported
+        less than a debounce ago; then this is a burst, and the debounce reports its end."""
+        loop = asyncio.get_running_loop()
+        last = self._reported_at.get(key)
+        if last is not None and loop.time() - last < self._debounce:
+            self._arm(key)
+            return
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        self._report(key)
 
     def _arm(self, key: str) -> None:
         """(Re)start the debounce of ``key``'s report, or send it now if it is due."""
@@ -474,6 +503,7 @@ class FileWatcher:
 
     def _report(self, key: str) -> None:
         self._armed_at.pop(key, None)
+        self._reported_at[key] = asyncio.get_running_loop().time()
         try:
             self._on_change(key)
         except Exception:
@@ -492,9 +522,36 @@ class _Forwarder(FileSystemEventHandler):
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         paths = tuple(os.fsdecode(p) for p in (event.src_path, event.dest_path) if p)
-        if event.event_type in MARKERS and not self.markers.intersection(paths):
+        kind = event.event_type
+        if kind in MARKERS and not self.markers.intersection(paths):
             return
-        self._post(self._directory, paths, event.event_type)
+        if kind == MOVED and not event.dest_path:  # moved out of the directory: gone
+            kind = "deleted"
+        self._post(self._directory, paths, kind)
+
+
+def _completes(watched: WatchedFile, paths: tuple[str, ...], kind: str) -> bool:
+    """Whether a relevant event leaves the file's new content complete, so that it is
+    reported at once: the file exists, no writer is known to have it half-written, and the
+    event is a close after writing of the file itself, or a rename (relevant, so it named
+    the file or a ``..`` entry, or moved what the file resolves to; a file moved in from
+    another directory is one too, thanks to full move events)."""
+    if watched.writing or watched.seen is None:
+        return False
+    if kind == "closed":
+        return not {os.path.join(watched.directory, watched.name), watched.real}.isdisjoint(paths)
+    return kind == MOVED
+
+
+def _new_observer() -> BaseObserver:
+    """inotify's observer with full move events on Linux, so that a file renamed in from
+    another directory is a move (complete content), not a creation (an empty file a writer
+    is about to fill); the platform's own observer elsewhere."""
+    if CLOSE_EVENTS:
+        from watchdog.observers.inotify import InotifyObserver
+
+        return InotifyObserver(generate_full_events=True)
+    return Observer()
 
 
 def _relevant(watched: WatchedFile, paths: Iterable[str]) -> bool:
