@@ -34,7 +34,9 @@ class ConfigSpec:
     named ``profile_env``, in the tree's environment (below). ``schema`` (a pydantic model
     or a callable that raises) and ``validators`` (glob pattern -> callable, dataclass or
     pydantic model) check the merged configuration before anything is published.
-    ``watch_debounce``: seconds a file must be quiet after an event before it is reloaded.
+    ``watch_debounce``: seconds a file must be quiet after an event that does not finish it
+    (a write without a close, a burst) before it is reloaded; a close or a rename over the
+    file on Linux reports it at once.
 
     ``env_file`` (e.g. ``".env"``; ``None`` by default): a dotenv file under the process's
     variables (which win), read on every load. The environment that gives is what every

@@ -19,8 +19,9 @@ from otpylib_config.schema_shape import SchemaShape
 from otpylib_config.values import Section
 
 DEFAULT_DEBOUNCE = 0.05
-"""Seconds a watched file must be quiet after an event before it counts as changed (a
-source that watches files uses it; here so that the contract needs no file watcher)."""
+"""Seconds a watched file must be quiet after an event that does not finish it (a write
+without a close, a burst) before it counts as changed; a source that watches files uses
+it, and it is here so that the contract needs no file watcher."""
 
 
 @dataclass(frozen=True)
