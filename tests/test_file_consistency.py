@@ -7,8 +7,9 @@ rename-over, and invalid versions, 0-6 ms apart. Every key of the section ``s`` 
 version number, so any read of a half-written file shows as a section with missing keys or
 mixed values. The reader polls ``Config.get_nowait`` as fast as the loop allows.
 
-Timeouts only bound a hang; the one liveness assertion (several versions published while
-the writes went on) counts versions, it does not time anything.
+Timeouts only bound a hang. Liveness (versions are published while the writes go on) is
+shown without timing anything: at three checkpoints the writer leaves a valid version in place
+and waits on its stdin until the reader has seen that version published, then writes on.
 """
 
 from __future__ import annotations
@@ -74,8 +75,15 @@ def rename_over(text):
         f.write(text)
     os.replace(temp, path)
 
+def checkpoint(version):
+    # the reader answers once it has seen this version published; no answer means it never was
+    print(json.dumps({"checkpoint": version}), flush=True)
+    if sys.stdin.readline().strip() != "seen":
+        sys.exit(f"version {version} was never published")
+
 valid = []
 version = 0
+checkpoints = {writes // 4, writes // 2, 3 * writes // 4}
 for n in range(writes):
     how = rng.choice([in_place, in_place, paused, paused, truncate_then_write, rename_over])
     if rng.random() < 0.15 and n < writes - 1:  # the last version is valid: it must show
@@ -84,8 +92,10 @@ for n in range(writes):
         version += 1
         how(content(version))
         valid.append(version)
+        if n in checkpoints:
+            checkpoint(version)
     time.sleep(rng.uniform(0, 0.006))
-print(json.dumps(valid))
+print(json.dumps({"valid": valid}), flush=True)
 '''
 
 
@@ -130,24 +140,44 @@ async def test_a_file_rewritten_by_another_process_is_only_published_whole(
         str(SEED),
         str(WRITES),
         str(KEYS),
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
-    output = asyncio.ensure_future(writer.communicate())
-    reads, torn, seen = 0, 0, []
+    assert writer.stdin is not None and writer.stdout is not None
+    lines = asyncio.ensure_future(writer.stdout.readline())
+    reads, torn, seen, checkpoints = 0, 0, [], []
     examples: list[Any] = []
-    while not output.done():
-        section = Config.get_nowait("s")
-        reads += 1
-        version = complete_version(section)
-        if version is None:
-            torn += 1
-            examples = [*examples[:2], section]
-        elif not seen or seen[-1] != version:
-            seen.append(version)
-        await asyncio.sleep(0)
-    stdout, _ = output.result()
+    waiting_for: int | None = None  # a checkpoint the writer waits on
+    valid: set[int] | None = None
+    try:
+        async with asyncio.timeout(120):  # bounds a hang only
+            while valid is None:
+                section = Config.get_nowait("s")
+                reads += 1
+                version = complete_version(section)
+                if version is None:
+                    torn += 1
+                    examples = [*examples[:2], section]
+                elif not seen or seen[-1] != version:
+                    seen.append(version)
+                if waiting_for is not None and version == waiting_for:
+                    checkpoints.append(waiting_for)
+                    waiting_for = None
+                    writer.stdin.write(b"seen\n")
+                if lines.done():
+                    line = json.loads(lines.result() or b"{}")
+                    if "checkpoint" in line:
+                        waiting_for = line["checkpoint"]
+                        lines = asyncio.ensure_future(writer.stdout.readline())
+                    else:
+                        valid = set(line["valid"])
+                await asyncio.sleep(0)
+    finally:
+        lines.cancel()
+        if writer.returncode is None:
+            writer.kill()
+        await writer.wait()
     write_phase = time.monotonic() - started
-    valid = set(json.loads(stdout))
     last = max(valid)
 
     await eventually(lambda: complete_version(Config.get_nowait("s")) == last, timeout=10.0)
@@ -156,9 +186,8 @@ async def test_a_file_rewritten_by_another_process_is_only_published_whole(
     print(report)
     assert torn == 0, f"{report}; e.g. {examples}"
     assert set(seen) <= valid | {0}, report
-    # newer versions kept coming during the writes: on a quiet machine 10-40 of them, on
-    # one whose cores are saturated by other work (seen: 3 busy loops on 2 cores) 1 or 2
-    assert len(set(seen) - {0}) >= 1, report
+    # the writer went on past each checkpoint only once its version was published
+    assert len(checkpoints) == 3 and set(checkpoints) <= valid, report
 
 
 @pytest.mark.skipif(not CLOSE_EVENTS, reason="only inotify reports when a writer closes a file")
