@@ -54,11 +54,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from typing import Any
 
 from otpylib import atom, process
@@ -98,6 +98,25 @@ ORIGINAL = {
     "supervisor_loop": supervisor_core._supervisor_loop,
 }
 """Upstream's implementations, for the tests that show each defect."""
+
+
+def installed_version() -> str:
+    """otpylib's version, from the name of its ``otpylib-X.Y.Z.dist-info`` folder beside the
+    package; ``importlib.metadata`` only if there is none (it imports ``email``, a tenth of
+    ``import otpylib_config``)."""
+    import otpylib
+
+    site = os.path.dirname(os.path.dirname(os.path.abspath(otpylib.__file__ or "")))
+    prefix, suffix = "otpylib-", ".dist-info"
+    try:
+        names = [n for n in os.listdir(site) if n.startswith(prefix) and n.endswith(suffix)]
+    except OSError:
+        names = []
+    if len(names) == 1:
+        return names[0][len(prefix) : -len(suffix)]
+    from importlib.metadata import version
+
+    return version("otpylib")
 
 
 def affected(otpylib_version: str) -> bool:
@@ -488,7 +507,7 @@ def install() -> bool:
     """Apply every fix if this otpylib needs them; returns whether they are in place."""
     if AsyncIOBackend.exit is _exit:
         return True
-    if not affected(version("otpylib")):
+    if not affected(installed_version()):
         return False
     AsyncIOBackend._monitor_local = _monitor_local
     AsyncIOBackend.exit = _exit

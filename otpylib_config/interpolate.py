@@ -81,8 +81,7 @@ import math
 import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from otpylib_config.parsers import ParseError, parse
 from otpylib_config.values import Section, coerce
@@ -117,8 +116,7 @@ _NO_OPERATOR = (
 # -- problems and the error that lists them ------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PlaceholderProblem:
+class PlaceholderProblem(NamedTuple):
     """One placeholder that could not be expanded, and where it is.
 
     ``key`` is what messages show: the dotted path of a string value, or for the template
@@ -179,8 +177,7 @@ class InterpolationError(ValueError):
 # -- the grammar -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Ref:
+class _Ref(NamedTuple):
     """A well-formed placeholder. ``written`` is its argument as written, for ``:?``."""
 
     name: str
@@ -189,8 +186,7 @@ class _Ref:
     written: str = ""
 
 
-@dataclass(frozen=True)
-class _Bad:
+class _Bad(NamedTuple):
     """A malformed placeholder: only the reason survives, never its text."""
 
     reason: str
@@ -417,7 +413,7 @@ class _Walk:
         value = _resolve(_template(text), self.environ, sink)
         if not sink:
             return value
-        self.problems += [replace(problem, key=path, path=path) for problem in sink]
+        self.problems += [problem._replace(key=path, path=path) for problem in sink]
         return _FAILED
 
 
@@ -448,7 +444,7 @@ class _Failures:
             return False
         for i in indexes:
             if not self.problems[i].path:
-                self.problems[i] = replace(self.problems[i], path=path)
+                self.problems[i] = self.problems[i]._replace(path=path)
         return True
 
 
@@ -556,8 +552,7 @@ def _lexer(skip: str, punct: str) -> re.Pattern[str]:
 _KEY_PART = r"""(?:[A-Za-z0-9_-]+|"[^"\n]*"|'[^'\n]*')"""
 
 
-@dataclass(frozen=True)
-class _Syntax:
+class _Syntax(NamedTuple):
     fmt: str
     lexer: re.Pattern[str]
     assign: str  # the token after which a value starts: "=" or ":"
@@ -665,7 +660,7 @@ class _Scan:
             return render_scalar(value, self.syntax.fmt), end
         line = self.text.count("\n", 0, start) + 1
         stand_in = self.failures.add(
-            replace(problem, line=line, key=self._key(start)) for problem in sink
+            problem._replace(line=line, key=self._key(start)) for problem in sink
         )
         return (render_scalar(stand_in, self.syntax.fmt) if placed else self.text[start:end]), end
 
@@ -749,7 +744,7 @@ def _yaml_literal(
         return render_scalar(value, "yaml")
     line = int(token.start_mark.line)
     on_line = key[1] if key is not None and key[0] == line else None
-    stand_in = failures.add(replace(problem, line=line + 1, key=on_line) for problem in sink)
+    stand_in = failures.add(problem._replace(line=line + 1, key=on_line) for problem in sink)
     return render_scalar(stand_in, "yaml")
 
 

@@ -22,7 +22,7 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from otpylib_config.paths import Path
 from otpylib_config.tree import MISSING, get_in, remove_in, set_in
@@ -37,8 +37,7 @@ class Override:
     at: float = field(default_factory=time.time)
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     """The put or delete that made an :class:`Overrides` from its predecessor.
 
     Replaying it (``put(path, value, at)`` or ``delete(path, at)``) on the predecessor gives

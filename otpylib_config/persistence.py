@@ -38,12 +38,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import anyio.to_thread
-
+from otpylib_config import threads
 from otpylib_config.atomic import fsync_directory, write_atomically
 from otpylib_config.errors import ConfigError, SourceError
 from otpylib_config.overrides import Change, Override, Overrides
@@ -94,7 +92,7 @@ class Persistence:
         if self._store is None:
             return None, None
         try:
-            error = await anyio.to_thread.run_sync(self._store.recover)
+            error = await threads.run_sync(self._store.recover)
         except OSError as exc:
             raise SourceError(
                 "runtime", f"cannot restore overrides from {self.path}: {exc}"
@@ -113,9 +111,9 @@ class Persistence:
         store, change = self._store, overrides.change
         try:
             if change is not None and store.follows(change):
-                await anyio.to_thread.run_sync(store.append, overrides, change)
+                await threads.run_sync(store.append, overrides, change)
             else:  # built directly, or after a failed write: the journal cannot describe it
-                await anyio.to_thread.run_sync(store.resync, overrides)
+                await threads.run_sync(store.resync, overrides)
         except OSError as exc:
             raise SourceError("runtime", f"cannot persist overrides to {self.path}: {exc}") from exc
         self._maybe_compact(overrides)
@@ -150,7 +148,7 @@ class Persistence:
     async def _compact(self, store: _Store, overrides: Overrides, seq: int) -> None:
         started = time.perf_counter()
         try:
-            await anyio.to_thread.run_sync(store.snapshot, overrides, seq)
+            await threads.run_sync(store.snapshot, overrides, seq)
         except Exception:  # nothing is lost: the journal still holds every record
             logger.warning("compacting the overrides in %s failed", self.path, exc_info=True)
         else:
@@ -459,8 +457,7 @@ def _entries(overrides: Overrides) -> list[dict[str, Any]]:
 # -- the journal -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Record:
+class _Record(NamedTuple):
     seq: int
     path: KeyPath
     value: Any
@@ -477,8 +474,7 @@ class _Record:
         return overrides if outcome is None else outcome[0]
 
 
-@dataclass(frozen=True)
-class _Segment:
+class _Segment(NamedTuple):
     """What one segment holds: its good records, the length they take, and what follows."""
 
     records: list[_Record]

@@ -14,16 +14,12 @@ system or a hanging Consul never holds up puts. The rest is pure and runs in the
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-import anyio.to_thread
-
-from otpylib_config import schema_view, telemetry
+from otpylib_config import schema_view, telemetry, threads
 from otpylib_config.errors import SourceError, ValidationError
 from otpylib_config.overrides import Overrides
 from otpylib_config.paths import Path
@@ -41,8 +37,7 @@ Result = tuple[Section | None, SourceError | None, float]
 ``(None, None, seconds)`` when the source was not ready (skipped)."""
 
 
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(NamedTuple):
     """The merge and diff of a reading, computed off the event loop (:func:`prepare`) from
     the ``layers``, ``overrides`` and ``published`` raw tree of that moment; the manager
     uses it only if all three are still the ones in use, else it merges again."""
@@ -55,8 +50,7 @@ class Prepared:
     changed: list[Path]
 
 
-@dataclass(frozen=True)
-class Reading:
+class Reading(NamedTuple):
     """What :func:`read` got from the sources named in ``names``, in that order."""
 
     reason: str
@@ -68,8 +62,7 @@ class Reading:
     prepared: Prepared | None = None
 
 
-@dataclass(frozen=True)
-class Failure:
+class Failure(NamedTuple):
     """A source that failed in a reading; the manager records it."""
 
     source: str
@@ -77,8 +70,7 @@ class Failure:
     duration: float
 
 
-@dataclass(frozen=True)
-class Sorting:
+class Sorting(NamedTuple):
     """A reading split into what to use: ``loaded`` (fresh layers, and a first fallback for
     a source that never loaded), ``fresh`` (the names whose layer is fresh), ``failures``,
     and ``applied`` (every source whose newest applied reading becomes this one)."""
@@ -91,8 +83,7 @@ class Sorting:
     seq: int
 
 
-@dataclass(frozen=True)
-class Proposal:
+class Proposal(NamedTuple):
     """The merged configuration a sorting would give: ``base`` (every source but the
     runtime layer), ``raw`` (with the overrides), the leaves that differ from the published
     raw tree, and the leaves the secret sources give (``None``: no secret source loaded)."""
@@ -103,8 +94,7 @@ class Proposal:
     secret_leaves: frozenset[str] | None
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
     """A configuration that passed validation: the merged ``raw`` tree, the ``tree`` to
     publish (the schema's view of it, or ``raw`` itself), the schema's ``model``, and the
     paths the schema types as secret."""
@@ -204,11 +194,9 @@ async def prepare(table: ConfigTable, reading: Reading) -> Reading:
         return reading
     merged = tuple(layers(table, sorting.loaded))
     overrides, published = table.overrides, snapshot.raw
-    base, raw, changed = await anyio.to_thread.run_sync(
-        _merge_and_diff, merged, overrides, published
-    )
+    base, raw, changed = await threads.run_sync(_merge_and_diff, merged, overrides, published)
     ready = Prepared(merged, overrides, published, base, raw, changed)
-    return dataclasses.replace(reading, prepared=ready)
+    return reading._replace(prepared=ready)
 
 
 def _merge_and_diff(

@@ -1,7 +1,7 @@
-"""The manager's message protocol, in one place: every message it takes, and the reply.
+r"""The manager's message protocol, in one place: every message it takes, and the reply.
 
-Every write is a message to the ``ConfigManager`` process: a small frozen object of one of
-the types below, which the manager dispatches on by type (``manager._dispatch``), with an
+Every write is a message to the ``ConfigManager`` process: a small immutable object of one
+of the types below, which the manager dispatches on by type (``manager._dispatch``), with an
 explicit catch-all that logs and keeps serving. A *request* carries ``reply``, an asyncio
 future that the manager resolves after it has committed and published, or fails with the
 error; the client awaits it instead of using ``gen_server.call`` (docs/architecture.md,
@@ -29,6 +29,12 @@ bad request; any other exception fails the reply too, and the manager logs it (i
 frames, never its text) and keeps serving.
 
 The notifier takes one message, :class:`Wake`: some subscriptions have pending events.
+
+The types are ``NamedTuple``\s, not frozen dataclasses: CPython 3.11 generates a frozen
+dataclass's methods when its module is imported, about 0.6 ms a class, and start-up counts
+(docs/performance.md). Nothing compares or unpacks a message, so their being tuples changes
+nothing else. The two without fields are plain classes, because an empty tuple is false and
+equal to every other one.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from otpylib import atom
 
@@ -61,8 +67,7 @@ class ReloadResult:
     errors: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class Put:
+class Put(NamedTuple):
     """Set the runtime override at ``segments``; ``value`` was frozen by the client."""
 
     reply: asyncio.Future[None]
@@ -71,16 +76,14 @@ class Put:
     value: Any
 
 
-@dataclass(frozen=True, slots=True)
-class PutMany:
+class PutMany(NamedTuple):
     """Set several overrides as one version, all or nothing; ``(segments, path, value)``."""
 
     reply: asyncio.Future[None]
     entries: tuple[tuple[Path, str, Any], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Delete:
+class Delete(NamedTuple):
     """Remove the runtime override at or below ``segments``."""
 
     reply: asyncio.Future[bool]
@@ -88,38 +91,33 @@ class Delete:
     path: str
 
 
-@dataclass(frozen=True, slots=True)
-class Reload:
+class Reload(NamedTuple):
     """Read every source now (``reason`` is for telemetry)."""
 
     reply: asyncio.Future[ReloadResult]
     reason: str = "request"
 
 
-@dataclass(frozen=True, slots=True)
-class Subscribe:
+class Subscribe(NamedTuple):
     """Add ``subscription`` (idempotent by its id, so a retried request adds it once)."""
 
     reply: asyncio.Future[SubscriptionHandle]
     subscription: Subscription
 
 
-@dataclass(frozen=True, slots=True)
-class Unsubscribe:
+class Unsubscribe(NamedTuple):
     reply: asyncio.Future[bool]
     sub_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class ReadDone:
+class ReadDone(NamedTuple):
     """A reading task read its sources outside the manager: apply ``reading`` now."""
 
     reply: asyncio.Future[ReloadResult] | None
     reading: Reading
 
 
-@dataclass(frozen=True, slots=True)
-class SourceChanged:
+class SourceChanged(NamedTuple):
     """Source ``name`` may have changed. ``layer``: what its watch already read, to apply
     as it stands; ``None``: reload just that source."""
 
@@ -127,23 +125,31 @@ class SourceChanged:
     layer: Section | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class SourceFailed:
+class SourceFailed(NamedTuple):
     """Source ``name``'s watch failed with ``error`` (already free of secrets)."""
 
     name: str
     error: str
 
 
-@dataclass(frozen=True, slots=True)
 class Tick:
-    """The reload timer fired."""
+    """The reload timer fired. Fieldless, so a class of its own: an empty tuple would be
+    false and equal to every other empty one."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Tick()"
 
 
-@dataclass(frozen=True, slots=True)
 class Wake:
     """To the notifier: some subscriptions have pending events, or changes wait to be
     turned into events."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Wake()"
 
 
 Request = Put | PutMany | Delete | Reload | Subscribe | Unsubscribe

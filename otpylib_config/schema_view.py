@@ -30,8 +30,7 @@ from __future__ import annotations
 import datetime
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from otpylib_config.tree import merge
 from otpylib_config.values import Section, freeze
@@ -40,8 +39,7 @@ _PLAIN = (str, int, float, bool, type(None))
 _TEMPORAL = (datetime.datetime, datetime.date, datetime.time)
 
 
-@dataclass(frozen=True)
-class SchemaView:
+class SchemaView(NamedTuple):
     """The tree to publish, and the paths whose value the schema says is secret."""
 
     tree: Section

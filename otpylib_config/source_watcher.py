@@ -21,8 +21,7 @@ import asyncio
 import contextvars
 import logging
 import random
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from otpylib import process
 from otpylib.gen_server import NoReply, Reply
@@ -42,8 +41,7 @@ logger = logging.getLogger("otpylib_config")
 _STOP_TIMEOUT_S = 5.0
 
 
-@dataclass(frozen=True)
-class WatchArgs:
+class WatchArgs(NamedTuple):
     table: ConfigTable
     source: str
 

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 logger = logging.getLogger("otpylib_config.telemetry")
 
@@ -55,8 +55,7 @@ Metadata = Mapping[str, Any]
 Handler = Callable[[str, Measurements, Metadata, Any], None]
 
 
-@dataclass(frozen=True)
-class _Attached:
+class _Attached(NamedTuple):
     handler_id: str
     event: str
     handler: Handler

@@ -227,9 +227,12 @@ def tree_processes(spec_id: str) -> list[Any]:
 
 
 def new_threads(before: set[threading.Thread]) -> list[threading.Thread]:
-    """Threads started since ``before``, but for anyio's shared pool of worker threads
-    (idle ones linger for a while and are reused by whoever needs one next)."""
-    return [t for t in threading.enumerate() if t not in before and "AnyIO" not in t.name]
+    """Threads started since ``before``, but for the loop's default executor (the worker
+    threads of ``otpylib_config.threads``: idle ones stay and are reused by whoever needs
+    one next)."""
+    return [
+        t for t in threading.enumerate() if t not in before and not t.name.startswith("asyncio_")
+    ]
 
 
 @pytest.mark.parametrize("how", ["shutdown", "kill"])

@@ -494,3 +494,9 @@ def test_only_the_affected_series_is_patched() -> None:
     assert _otp_compat.affected("0.5.3")
     assert not _otp_compat.affected("0.6.0")
     assert not _otp_compat.affected("1.0.0")
+
+
+def test_the_installed_version_is_read_from_the_dist_info_folder_as_packaging_says() -> None:
+    from importlib.metadata import version
+
+    assert _otp_compat.installed_version() == version("otpylib")

@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import anyio.to_thread
 
+from otpylib_config import threads
 from otpylib_config.atomic import write_json_atomically
 from otpylib_config.errors import InvalidValueError, SourceError
 from otpylib_config.parsers import ParseError, format_of, parse
@@ -281,7 +281,7 @@ class ConsulSource(Source):
             return
         saved = {"url": self.url, "key": self.key, "saved_at": time.time(), "entries": document}
         try:
-            await anyio.to_thread.run_sync(write_json_atomically, self.cache_path, saved)
+            await threads.run_sync(write_json_atomically, self.cache_path, saved)
         except OSError as exc:
             logger.warning("%s: cannot save the cache %s: %s", self.name, self.cache_path, exc)
             return
@@ -294,7 +294,7 @@ class ConsulSource(Source):
         if self.cache_path is None or self._serving is not None:
             return None
         try:
-            cached = await anyio.to_thread.run_sync(self._read_cache)
+            cached = await threads.run_sync(self._read_cache)
         except (OSError, ValueError, ConsulError) as exc:
             logger.warning("%s: cannot use the cache %s: %s", self.name, self.cache_path, exc)
             return None

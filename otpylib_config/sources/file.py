@@ -75,7 +75,6 @@ depended on, whether a layer was accepted): docs/sources.md.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import logging
 import os
@@ -85,8 +84,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-import anyio.to_thread
-
+from otpylib_config import threads
 from otpylib_config.environment import EnvFileError, Environment, PlaceholderNames
 from otpylib_config.errors import SourceError
 from otpylib_config.interpolate import InterpolationError, expand_file
@@ -134,8 +132,7 @@ class _Marks(NamedTuple):
     orphans: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Read:
+class _Read(NamedTuple):
     """One read of the file: what it looked like before and after, and what it held."""
 
     real: str
@@ -174,8 +171,7 @@ class _Read:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _Outcome:
+class _Outcome(NamedTuple):
     """What a proven read gave (a layer, or an error), and what it depended on: a load gives
     it again, without reading, while the file's stamp and those variables are unchanged."""
 
@@ -377,9 +373,7 @@ class FileSource(Source):
             events = file is not None and _close_events()
             marks = _Marks(file.opens, file.closes, file.orphans) if events and file else None
             try:
-                read = await anyio.to_thread.run_sync(
-                    self._read_sync, events, environment, self._last
-                )
+                read = await threads.run_sync(self._read_sync, events, environment, self._last)
             except SourceError:
                 self._last = None  # the .env file failed: nothing to give again
                 raise
@@ -479,22 +473,22 @@ class FileSource(Source):
         digest = _digest(data)
         if last is not None and digest == last.digest and _same_variables(last, environment):
             # the bytes the last outcome came from: the same outcome, now with this stamp
-            kept = dataclasses.replace(last, stamp=_stamp_of(real, before), trusted=trusted)
-            return dataclasses.replace(read, kept=kept)
-        read = dataclasses.replace(read, trusted=trusted, digest=digest)
+            kept = last._replace(stamp=_stamp_of(real, before), trusted=trusted)
+            return read._replace(kept=kept)
+        read = read._replace(trusted=trusted, digest=digest)
         looked: dict[str, str | None] = {}
         try:
             layer = self._parse(data, environment, looked)
-            return dataclasses.replace(read, layer=layer, variables=looked)
+            return read._replace(layer=layer, variables=looked)
         except InterpolationError as exc:  # every problem, and what is left for validation
             problems = [(path, f"{self.path}: {message}") for path, message in exc.problems]
             error = SourceError(
                 self.name, f"{self.path}: {exc}", problems=problems, partial=exc.partial
             )
-            return dataclasses.replace(read, error=error, variables=looked)
+            return read._replace(error=error, variables=looked)
         except ParseError as exc:
             error = SourceError(self.name, f"{self.path}: {exc}")
-            return dataclasses.replace(read, error=error, variables=looked)
+            return read._replace(error=error, variables=looked)
 
     def _parse(
         self, data: bytes, environment: Environment, looked: dict[str, str | None]
