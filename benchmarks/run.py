@@ -833,7 +833,10 @@ class ColdVariant:
     peer: bool = False
 
 
-OURS_PYTHON = Path(sys.executable)
+INSTALLED = HERE / ".venv-ours" / "bin" / "python"
+OURS_PYTHON = INSTALLED if INSTALLED.exists() else Path(sys.executable)
+"""Ours as users install it (a wheel, which ``scripts/bench`` builds into ``.venv-ours``);
+this interpreter's editable install only when that is missing."""
 COLD_VARIANTS = (
     ColdVariant("ours-start", "ours, `start` + `get_nowait` + `stop`", OURS_PYTHON),
     ColdVariant("ours-load", "ours, `load(spec).get`", OURS_PYTHON),

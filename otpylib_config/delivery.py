@@ -7,27 +7,32 @@ awaits, so each call is atomic with respect to the other end:
 
 * the **manager** (the producer) calls :meth:`Delivery.hand_over` when it publishes, and
   sends the notifier a ``Wake`` if it returns ``True``;
-* the **notifier** (the consumer) calls everything else: it expands queued changes into
-  each subscription's pending events a slice at a time, starts one delivery task per ready
-  subscription, and counts what its callbacks did.
+* the **notifier** (the consumer) calls everything else: it starts deliveries for what the
+  manager expanded, yields, then expands the rest of the queued changes into each
+  subscription's pending events a slice at a time, starting deliveries after each slice,
+  and counts what its callbacks did.
 
-A change that concerns few subscriptions is expanded by the manager itself, for at most
-``INLINE_EXPAND_S``, so that a put no subscription matches costs no message; the rest, and
-every change behind one still being expanded (order matters), waits for the notifier.
+The manager expands a change itself, whole leaves only, up to ``INLINE_WORK`` units
+(:meth:`Subscriptions.expand`: a leaf looked up, a subscription matched), so that a put no
+subscription matches costs no message; the first leaf that does not fit, the rest of the
+change, and every change behind one still queued (order matters) wait for the notifier. So
+a put into a path 10,000 subscriptions watch costs the manager a lookup in the pattern
+index and one message.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from otpylib_config.subscriptions import Change, Subscription, Subscriptions
 
-INLINE_EXPAND_S = 0.001
-"""How long the manager itself turns a change into events before it leaves the rest to the
-notifier (the clock is read every 64 leaves, so it may overrun by that many)."""
+INLINE_WORK = 16
+"""How much of a change the manager itself turns into events (leaves looked up plus
+subscriptions matched) before it leaves the rest to the notifier: a few microseconds."""
+SLICE_WORK = 2048
+"""How much the notifier expands before it yields to the loop: about a millisecond."""
 
 
 @dataclass(eq=False)
@@ -47,11 +52,11 @@ class Delivery:
     Notifier only."""
 
     def hand_over(self, subscriptions: Subscriptions, change: Change) -> bool:
-        """Queue ``change``'s events (the manager's end): as much as fits in
-        ``INLINE_EXPAND_S`` now, unless earlier changes are still queued, which must go
-        first. Returns whether the notifier must be woken."""
+        """Queue ``change``'s events (the manager's end): the whole leaves that fit in
+        ``INLINE_WORK`` now, unless earlier changes are still queued, which must go first.
+        Returns whether the notifier must be woken."""
         if not self.changes:
-            touched = subscriptions.expand(change, time.monotonic() + INLINE_EXPAND_S)
+            touched = subscriptions.expand(change, INLINE_WORK, whole=True)
             self.ready.update(sub for sub in touched if sub.pending and sub.task is None)
         if change.cursor < len(change.changed):
             self.changes.append(change)
@@ -60,13 +65,13 @@ class Delivery:
             return True
         return False
 
-    def expand(self, subscriptions: Subscriptions, slice_s: float) -> bool:
-        """Expand the oldest queued change for up to ``slice_s`` (the notifier's end);
-        returns whether changes remain queued."""
+    def expand(self, subscriptions: Subscriptions, work: int = SLICE_WORK) -> bool:
+        """Expand ``work`` units of the oldest queued change (the notifier's end); returns
+        whether changes remain queued."""
         if not self.changes:
             return False
         change = self.changes[0]
-        touched = subscriptions.expand(change, time.monotonic() + slice_s)
+        touched = subscriptions.expand(change, work)
         self.ready.update(sub for sub in touched if sub.pending and sub.task is None)
         if change.cursor >= len(change.changed):
             self.changes.popleft()

@@ -75,12 +75,16 @@ class ConfigNotifier(metaclass=OTPModule, behavior=GEN_SERVER, version="1.0.0"):
 
 
 async def _expand(table: ConfigTable) -> None:
-    """Turn published changes into events, a slice of ``YIELD_AFTER_S`` at a time, and
-    start deliveries after each slice so callbacks need not wait for the whole change."""
-    while table.delivery.expand(table.subscriptions, YIELD_AFTER_S):
-        start_deliveries(table)
-        await asyncio.sleep(0)
+    """Start deliveries for the events the manager expanded, then turn the rest of the
+    published changes into events a slice (``delivery.SLICE_WORK``) at a time, yielding
+    before each slice, so that the writer whose put queued them (and everyone else) goes
+    on first, and starting deliveries after each so callbacks need not wait for the whole
+    change."""
     start_deliveries(table)
+    while table.delivery.changes:
+        await asyncio.sleep(0)
+        table.delivery.expand(table.subscriptions)
+        start_deliveries(table)
 
 
 def start_deliveries(table: ConfigTable) -> None:

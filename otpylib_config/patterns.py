@@ -114,6 +114,17 @@ class PatternIndex(Generic[T]):
         root (length 0) is not an ancestor here: a changed leaf is never the whole tree.
         """
         found: dict[T, int] = {}
+        for items, depth in self.deepest_groups(path):
+            for item in items:
+                found[item] = max(depth, found.get(item, 0))
+        return found
+
+    def deepest_groups(self, path: Path) -> list[tuple[AbstractSet[T], int]]:
+        """:meth:`deepest_matches` by pattern: the items of each pattern that matches an
+        ancestor-or-self of ``path``, with the deepest length it matches. Its cost grows
+        with the patterns, not with the items: what a change's expansion needs to know how
+        much work a leaf is before doing it. The sets are the index's own: read them now."""
+        found: dict[_Node[T], int] = {}
         states = _closure([self._root])
         segments = self._folded(path) if self.fold_case else path
         for depth, segment in enumerate(segments, start=1):
@@ -121,9 +132,9 @@ class PatternIndex(Generic[T]):
             if not states:
                 break
             for node in states:
-                for item in node.items:
-                    found[item] = depth
-        return found
+                if node.items:
+                    found[node] = depth
+        return [(node.items, depth) for node, depth in found.items()]
 
     def matches(self, path: Path) -> bool:
         """Whether any pattern matches an ancestor-or-self of ``path``: below a matching

@@ -6,18 +6,20 @@ whole old and new value at that node. Pending events are coalesced per path (fir
 ``old``, last ``new``; dropped if they cancel out), so a slow subscriber holds at most one
 event per path it watches, however many changes arrive.
 
-The manager turns a published :class:`Change` into events for at most a millisecond and
-leaves the rest to the notifier, which goes on with :meth:`Subscriptions.expand` a slice at a
-time, so that a change of 200,000 leaves never holds the event loop (or the manager) for
-long, while a small change that concerns nobody costs no message. A change's ``cursor`` records how
-far it got, so a notifier restarted mid-way resumes without losing or repeating an event.
+The manager turns a published :class:`Change` into at most ``INLINE_WORK`` events itself
+and leaves the rest to the notifier, which goes on with :meth:`Subscriptions.expand` a slice
+at a time, so that neither a change of 200,000 leaves nor one leaf that 10,000 subscriptions
+watch holds the event loop (or the manager) for long, while a small change that concerns
+nobody costs no message. A change's cursors record how far it got (which leaf, and which of
+that leaf's matching subscriptions), so a notifier restarted mid-way resumes without losing
+or repeating an event. The event for one node is the same for every subscription that gets
+it, so it is built once per change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -81,9 +83,22 @@ class Change:
     old: Section
     new: Section
     cursor: int = 0  # leaves of ``changed`` already turned into events
+    matches: list[tuple[Subscription, int]] | None = None
+    """The subscriptions that match leaf ``cursor`` and their depth, while it is being
+    expanded; ``match_cursor`` of them are done."""
+    match_cursor: int = 0
     emitted: set[tuple[int, Path]] = field(default_factory=set)
     """``(subscription id, node)`` of section events already queued: a node above several
     changed leaves gets one event."""
+    built: dict[Path, Event] = field(default_factory=dict)
+    """The event of each node, built once for all the subscriptions that get it."""
+
+    def event(self, node: Path) -> Event:
+        event = self.built.get(node)
+        if event is None:
+            event = (".".join(node), value_at(self.old, node), value_at(self.new, node))
+            self.built[node] = event
+        return event
 
 
 @dataclass(frozen=True)
@@ -144,29 +159,53 @@ class Subscriptions:
                 found.setdefault(sub, []).append(event)
         return found
 
-    def expand(self, change: Change, deadline: float) -> set[Subscription]:
-        """Queue the events of ``change`` on the subscriptions it concerns, leaf by leaf
-        from ``change.cursor``, until done or ``time.monotonic()`` passes ``deadline``.
-        Returns the subscriptions that got events; ``change.cursor`` says how far it got."""
+    def expand(self, change: Change, budget: int, *, whole: bool = False) -> set[Subscription]:
+        """Queue the events of ``change`` on the subscriptions it concerns, from where its
+        cursors are, until done or ``budget`` units of work are spent (a leaf looked up in
+        the index is one, a subscription it matches another). ``whole``: only whole leaves,
+        stopping before one whose subscriptions do not fit (the manager's way: it never
+        keeps a leaf's matches). Returns the subscriptions that got events; the cursors say
+        how far it got."""
         touched: set[Subscription] = set()
         changed = change.changed
-        while change.cursor < len(changed):
+        while change.cursor < len(changed) and budget > 0:
             leaf = changed[change.cursor]
-            for sub, event in self._leaf_events(change, leaf):
-                sub.enqueue((event,))
-                touched.add(sub)
-            change.cursor += 1
-            if change.cursor % 64 == 0 and time.monotonic() > deadline:
-                break
+            if change.matches is None:
+                groups = self.index.deepest_groups(leaf)
+                budget -= 1
+                if whole and sum(len(subs) for subs, _ in groups) > budget:
+                    break
+                change.matches = [(sub, depth) for subs, depth in groups for sub in subs]
+                change.match_cursor = 0
+            matches, start = change.matches, change.match_cursor
+            end = min(len(matches), start + max(budget, 0))
+            for sub, depth in matches[start:end]:
+                event = self._event(change, sub, leaf, depth)
+                if event is not None:
+                    sub.enqueue((event,))
+                    touched.add(sub)
+            budget -= end - start
+            change.match_cursor = end
+            if end == len(matches):
+                change.matches = None
+                change.cursor += 1
         return touched
 
     def _leaf_events(self, change: Change, leaf: Path) -> Iterator[tuple[Subscription, Event]]:
         for sub, depth in self.index.deepest_matches(leaf).items():
-            if not sub.active or sub.since >= change.version:
-                continue
-            node = leaf[:depth]
-            if depth < len(leaf):  # a section above the leaf: once per change
-                if (sub.id, node) in change.emitted:
-                    continue
-                change.emitted.add((sub.id, node))
-            yield sub, (".".join(node), value_at(change.old, node), value_at(change.new, node))
+            event = self._event(change, sub, leaf, depth)
+            if event is not None:
+                yield sub, event
+
+    @staticmethod
+    def _event(change: Change, sub: Subscription, leaf: Path, depth: int) -> Event | None:
+        """The event ``sub`` gets for ``leaf`` (its pattern matched ``depth`` segments of
+        it), or ``None``: it was made after the change, or already has its section's."""
+        if not sub.active or sub.since >= change.version:
+            return None
+        node = leaf[:depth]
+        if depth < len(leaf):  # a section above the leaf: once per change
+            if (sub.id, node) in change.emitted:
+                return None
+            change.emitted.add((sub.id, node))
+        return change.event(node)

@@ -7,7 +7,7 @@ from typing import Any
 
 from otpylib_config import Config, DefaultsSource
 from otpylib_config.client import current_table
-from otpylib_config.delivery import Delivery
+from otpylib_config.delivery import INLINE_WORK, Delivery
 from otpylib_config.paths import Path, parse_pattern
 from otpylib_config.subscriptions import Change, Subscription, Subscriptions
 from otpylib_config.values import freeze
@@ -75,6 +75,30 @@ def test_hand_over_of_a_change_nobody_watches_asks_for_no_wake() -> None:
     assert not sub.pending
 
 
+def test_hand_over_leaves_a_leaf_that_does_not_fit_its_budget_to_the_notifier() -> None:
+    subs, made = subscriptions(*["a"] * INLINE_WORK, "b")
+    delivery = Delivery()
+    both = change(2, {"a": 1, "b": 1}, {"a": 2, "b": 2})
+    both.changed.reverse()  # "b" first: one subscription, it fits
+
+    assert delivery.hand_over(subs, both) is True
+
+    assert dict(made[-1].pending) == {"b": (1, 2)}  # the leaf that fitted, expanded inline
+    assert not any(sub.pending for sub in made[:-1])  # "a" has 16: none of it inline
+    assert list(delivery.changes) == [both] and both.cursor == 1 and both.matches is None
+    assert delivery.expand(subs) is False
+    assert all(dict(sub.pending) == {"a": (1, 2)} for sub in made[:-1])  # each exactly once
+
+
+def test_hand_over_of_a_change_that_only_unwatched_leaves_make_asks_for_no_wake() -> None:
+    subs, made = subscriptions(*["other"] * (INLINE_WORK * 4))
+    delivery = Delivery()
+
+    assert delivery.hand_over(subs, wide_change(2, INLINE_WORK - 1)) is False
+
+    assert not delivery.changes and not any(sub.pending for sub in made)
+
+
 def test_a_change_behind_a_queued_one_is_queued_not_expanded() -> None:
     subs, (sub,) = subscriptions("*")
     delivery = Delivery()
@@ -86,8 +110,8 @@ def test_a_change_behind_a_queued_one_is_queued_not_expanded() -> None:
 
     assert list(delivery.changes) == [first, second]
     assert second.cursor == 0 and not sub.pending  # it must not overtake the first
-    assert delivery.expand(subs, 1.0) is True
-    assert delivery.expand(subs, 1.0) is False
+    assert delivery.expand(subs) is True
+    assert delivery.expand(subs) is False
     assert list(sub.pending) == ["a", "b"]  # in the order they were published
 
 
@@ -98,7 +122,7 @@ def test_expand_of_an_empty_queue_does_nothing() -> None:
     subs, (sub,) = subscriptions("*")
     delivery = Delivery()
 
-    assert delivery.expand(subs, 1.0) is False
+    assert delivery.expand(subs) is False
     assert not sub.pending and not delivery.ready
 
 
@@ -109,13 +133,13 @@ def test_expand_pops_a_change_once_its_cursor_reaches_the_end() -> None:
     delivery.changes.append(wide)
 
     progress = []
-    for _ in range(10):  # bounded: 130 leaves, a slice stops every 64 leaves past its end
-        more = delivery.expand(subs, -1.0)  # a slice that is over at once
+    for _ in range(10):  # bounded: 130 leaves of 2 units each (the lookup, the match)
+        more = delivery.expand(subs, 100)
         progress.append((wide.cursor, more, len(delivery.changes)))
         if not more:
             break
 
-    assert progress == [(64, True, 1), (128, True, 1), (130, False, 0)]
+    assert progress == [(50, True, 1), (100, True, 1), (130, False, 0)]
     assert len(sub.pending) == 130
     assert delivery.ready == {sub}
 
@@ -127,10 +151,37 @@ def test_expand_resumes_from_the_cursor() -> None:
     resumed.cursor = 1  # a notifier killed after it had queued "a"'s event
     delivery.changes.append(resumed)
 
-    assert delivery.expand(subs, 1.0) is False
+    assert delivery.expand(subs) is False
 
     assert list(sub.pending) == ["b", "c"]  # "a" is neither lost nor repeated here
     assert not delivery.changes
+
+
+def test_expand_resumes_inside_a_leaf_where_its_last_slice_stopped() -> None:
+    subs, made = subscriptions(*["a"] * 10)
+    delivery = Delivery()
+    one = change(2, {"a": 1}, {"a": 2})
+    delivery.changes.append(one)
+
+    assert delivery.expand(subs, 4) is True  # the lookup and 3 subscriptions
+    assert (one.cursor, one.match_cursor) == (0, 3)
+    assert sum(bool(sub.pending) for sub in made) == 3
+    assert delivery.expand(subs, 4) is True
+    assert delivery.expand(subs, 4) is False
+    assert all(dict(sub.pending) == {"a": (1, 2)} for sub in made)
+
+
+def test_the_event_of_a_node_is_built_once_for_every_subscription_that_gets_it() -> None:
+    subs, made = subscriptions(*["s"] * 5)
+    delivery = Delivery()
+    delivery.changes.append(change(2, {"s": {"x": 1}}, {"s": {"x": 2}}))
+
+    delivery.expand(subs)
+
+    events = [next(iter(sub.pending.items())) for sub in made]
+    assert all(event == ("s", (events[0][1])) for event in events)
+    (first_old, first_new), *rest = [pair for _, pair in events]
+    assert all(old is first_old and new is first_new for old, new in rest)
 
 
 def test_expand_does_not_mark_a_subscription_with_a_running_task_ready() -> None:
@@ -139,7 +190,7 @@ def test_expand_does_not_mark_a_subscription_with_a_running_task_ready() -> None
     delivery = Delivery()
     delivery.changes.append(change(2, {"a": 1, "b": 1}, {"a": 2, "b": 2}))
 
-    delivery.expand(subs, 1.0)
+    delivery.expand(subs)
 
     assert busy.pending and idle.pending
     assert delivery.ready == {idle}

@@ -442,3 +442,15 @@ def test_matches_agrees_with_deepest_matches() -> None:
 
 def test_an_empty_index_matches_no_path() -> None:
     assert PatternIndex[str]().matches(("a",)) is False
+
+
+def test_deepest_groups_gives_each_matching_pattern_once_with_its_items_and_deepest_length() -> (
+    None
+):
+    index = index_of(("a.*", "x"), ("a.*", "y"), ("a.**", "z"), ("a.b.c", "w"), ("q", "v"))
+
+    groups = index.deepest_groups(parse_path("a.b.c"))
+
+    as_sets = sorted((sorted(items), depth) for items, depth in groups)
+    assert as_sets == [(["w"], 3), (["x", "y"], 2), (["z"], 3)]
+    assert matches(index, "a.b.c") == {"x": 2, "y": 2, "z": 3, "w": 3}  # the same, per item
