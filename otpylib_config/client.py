@@ -69,7 +69,11 @@ class ConfigClient:
 
     def get_nowait(self, path: str, default: Any = None) -> Any:
         """The value (or read-only section) at ``path``, or ``default`` if absent."""
-        return lookup(self._table_of(), path, default)
+        table = self._table_of()
+        try:  # a path read before is one dict lookup (docs/performance.md)
+            return table.cached[path]
+        except (KeyError, TypeError):  # not read since it changed, or not a path at all
+            return lookup(table, path, default)
 
     async def get(self, path: str, default: Any = None) -> Any:
         """Same as :meth:`get_nowait`; awaitable for symmetry with the writes."""
@@ -146,21 +150,16 @@ class ConfigClient:
 
 
 def _get_nowait(path: str, default: Any = None) -> Any:
-    """``Config.get_nowait`` for the default tree: the hot path, one global and one dict
-    lookup when the path was read before."""
+    """``Config.get_nowait`` for the default tree: the hot path, one global lookup and one
+    subscript of the published read cache when the path was read before."""
     try:
-        snapshot = _current.snapshot  # type: ignore[union-attr]
-        value = snapshot.cache.get(path, MISSING)  # type: ignore[union-attr]
-    except AttributeError:
+        return _current.cached[path]  # type: ignore[union-attr]
+    except AttributeError:  # no tree is running
         current_table()
         raise
-    except TypeError:
-        raise InvalidPathError(f"a path must be a str, got {type(path).__name__}") from None
-    if value is MISSING:
-        value = snapshot.lookup(path)  # type: ignore[union-attr]
-        if value is MISSING:
-            return default
-    return value
+    except (KeyError, TypeError):  # not read since it changed, or not a path at all
+        assert _current is not None
+        return lookup(_current, path, default)
 
 
 class _DefaultConfig(ConfigClient):

@@ -64,7 +64,7 @@ async def initial(table: ConfigTable, *, accept: bool = True) -> None:
     if failed or invalid is not None:
         raise LoadError(failed, invalid)
     _commit_layers(table, sorting, errors, proposal.base)
-    table.snapshot = Snapshot(candidate.tree, version=1, model=candidate.model, raw=candidate.raw)
+    table.publish(Snapshot(candidate.tree, version=1, model=candidate.model, raw=candidate.raw))
     if accept:
         await _accepted(table, sorting)
 
@@ -152,13 +152,14 @@ async def publish(table: ConfigTable, candidate: Candidate, changed: list[Path])
     snapshot = table.snapshot
     assert snapshot is not None
     if not changed:  # the merged tree moved, the published view did not: same version
-        table.snapshot = snapshot.with_raw(candidate.raw, candidate.model)
+        table.publish(snapshot.with_raw(candidate.raw, candidate.model))
         return
     old_tree = snapshot.tree
-    table.snapshot = snapshot.successor(candidate.tree, changed, candidate.model, candidate.raw)
+    successor = snapshot.successor(candidate.tree, changed, candidate.model, candidate.raw)
+    table.publish(successor)
     table.counters[counters.CHANGES] += len(changed)
     if len(table.subscriptions):
-        change = Change(table.snapshot.version, changed, old_tree, candidate.tree)
+        change = Change(successor.version, changed, old_tree, candidate.tree)
         if table.delivery.hand_over(table.subscriptions, change):
             await process.send(table.notifier_name, WAKE)
     if telemetry.has_handlers(telemetry.CHANGED):

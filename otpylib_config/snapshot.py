@@ -3,10 +3,12 @@
 
 Readers look paths up here without sending any message. Each snapshot memoises the paths
 it has been asked for in ``cache``, so a repeated read is one dict lookup. When the manager
-publishes a successor it hands the cache over, dropping only the entries of nodes that
-changed (every ancestor-or-self of a changed leaf): a put stays O(depth) (without a schema
-that transforms the tree, which makes a whole new view; see schema_view), and the old
-snapshot, which loses its cache, still answers correctly by walking its tree.
+publishes a successor it hands the cache over, looking up again only the entries of nodes
+that changed (every ancestor-or-self of a changed leaf) in the new tree: a path that was read
+before stays one dict lookup after it changed (the writer pays the walk, once, instead of
+the first reader), a put stays O(depth) (without a schema that transforms the tree, which
+makes a whole new view; see schema_view), and the old snapshot, which loses its cache, still
+answers correctly by walking its tree.
 """
 
 from __future__ import annotations
@@ -52,12 +54,19 @@ class Snapshot:
     def successor(
         self, tree: Section, changed: Iterable[Path], model: Any = None, raw: Section | None = None
     ) -> Snapshot:
-        """The next version, taking over this snapshot's cache minus the changed nodes."""
+        """The next version, taking over this snapshot's cache with the changed nodes that
+        were in it looked up again in ``tree`` (dropped if gone)."""
         nxt = Snapshot(tree, self.version + 1, model, raw)
         cache, self.cache = self.cache, {}
         for leaf in changed:
             for depth in range(1, len(leaf) + 1):
-                cache.pop(".".join(leaf[:depth]), None)
+                key = ".".join(leaf[:depth])
+                if key in cache:
+                    value = get_in(tree, leaf[:depth])
+                    if value is MISSING:
+                        del cache[key]
+                    else:
+                        cache[key] = value
         nxt.cache = cache
         return nxt
 

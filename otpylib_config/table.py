@@ -199,7 +199,11 @@ class ConfigTable:
     its path. Writer: manager. Reader: pipeline."""
     snapshot: Snapshot | None = None
     """The published configuration (``None`` until the first load), replaced whole by one
-    assignment per version. Writer: manager. Readers: every read, lock-free."""
+    assignment per version (:meth:`publish`). Writer: manager. Readers: every read,
+    lock-free."""
+    cached: dict[str, Any] = field(default_factory=dict)
+    """The published snapshot's read cache, one attribute away: ``Config.get_nowait`` of a
+    path read before is this one dict lookup. Writer: :meth:`publish`."""
     subscriptions: Subscriptions = field(default_factory=Subscriptions)
     """Every subscription, with its pattern trie and pending events. Writer: manager (add,
     remove); the pending queues are filled and drained through ``delivery``."""
@@ -263,6 +267,11 @@ class ConfigTable:
             {"source": state.source.name, "error": error, "stage": stage},
         )
         return error
+
+    def publish(self, snapshot: Snapshot) -> None:
+        """Make ``snapshot`` the published configuration (the manager's one way to)."""
+        self.snapshot = snapshot
+        self.cached = snapshot.cache
 
     def track(self, role: str) -> int:
         """Record that the calling process started as ``role`` and, when it ends, how;

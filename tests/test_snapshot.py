@@ -8,7 +8,7 @@ import pytest
 
 from otpylib_config.errors import InvalidPathError
 from otpylib_config.snapshot import Snapshot
-from otpylib_config.tree import MISSING, diff, set_in
+from otpylib_config.tree import MISSING, diff, get_in, set_in
 from otpylib_config.values import EMPTY, freeze
 
 from .conftest import tree
@@ -76,7 +76,7 @@ def test_successor_has_the_next_version_and_the_new_tree() -> None:
     assert old.version == 7
 
 
-def test_successor_invalidates_exactly_the_ancestors_or_self_of_changed_leaves() -> None:
+def test_successor_looks_up_again_exactly_the_cached_ancestors_or_self_of_changed_leaves() -> None:
     old = warmed(
         Snapshot(tree(BASE), version=1),
         "database",
@@ -92,16 +92,16 @@ def test_successor_invalidates_exactly_the_ancestors_or_self_of_changed_leaves()
     changed = diff(old.tree, new_tree)
     assert changed == [("database", "pool", "size")]
 
+    old_cache = dict(old.cache)
     new = old.successor(new_tree, changed)
 
-    assert set(new.cache) == {
-        "database.pool.overflow",
-        "database.url",
-        "server",
-        "server.port",
-        "debug",
-    }
-    assert new.cache["server"] is old.tree["server"]
+    assert set(new.cache) == set(old_cache)  # every entry kept
+    unchanged = {"database.pool.overflow", "database.url", "server", "server.port", "debug"}
+    for key in unchanged:
+        assert new.cache[key] is old_cache[key]  # the very objects: nothing walked again
+    for key in {"database", "database.pool", "database.pool.size"}:  # the changed nodes
+        assert new.cache[key] is get_in(new_tree, tuple(key.split(".")))  # looked up anew
+    assert new.cache["database.pool.size"] == 20
 
 
 def test_successor_serves_new_values_after_invalidation() -> None:
@@ -112,11 +112,11 @@ def test_successor_serves_new_values_after_invalidation() -> None:
     assert new.lookup("database.pool") == {"size": 20, "overflow": 2}
 
 
-def test_successor_drops_the_cache_of_a_replaced_section_and_its_old_leaves() -> None:
+def test_successor_drops_the_cache_of_a_replaced_sections_old_leaves() -> None:
     old = warmed(Snapshot(tree(BASE), version=1), "database.pool.size", "database.pool", "debug")
     new_tree = set_in(old.tree, ("database", "pool"), "disabled")
     new = old.successor(new_tree, diff(old.tree, new_tree))
-    assert set(new.cache) == {"debug"}
+    assert new.cache == {"database.pool": "disabled", "debug": old.tree["debug"]}
     assert new.lookup("database.pool") == "disabled"
     assert new.lookup("database.pool.size") is MISSING
 
