@@ -269,3 +269,64 @@ def test_candidate_without_validation_publishes_the_merged_tree_itself() -> None
 
     assert candidate.raw is LAYER and candidate.tree is LAYER and candidate.model is None
     assert pipeline.published_changes(freeze({}), [("a",)], candidate) == [("a",)]
+
+
+# -- unchanged readings and prepared merges -------------------------------------------------
+
+
+def _published(table: ConfigTable, **layers: object) -> None:
+    """Give each source of ``table`` a layer and publish their merge (as a first load)."""
+    from otpylib_config.snapshot import Snapshot
+    from otpylib_config.tree import merge
+
+    for name, layer in layers.items():
+        table.sources[name].layer = freeze(layer)
+    merged = merge(pipeline.layers(table, {}))
+    table.publish(Snapshot(merged, version=1))
+
+
+def test_unchanged_holds_when_every_layer_is_the_very_one_in_use() -> None:
+    table = _table("a", "b")
+    _published(table, a={"x": 1}, b={"y": 1})
+    same = table.sources["a"].layer
+
+    assert pipeline.unchanged(table, pipeline.sort(table, _reading(1, a=(same, None, 0.0))))
+    equal_copy = freeze({"x": 1})  # equal but another object: a source that parsed again
+    assert not pipeline.unchanged(
+        table, pipeline.sort(table, _reading(2, a=(equal_copy, None, 0.0)))
+    )
+
+
+async def test_prepare_leaves_a_reading_that_changes_no_layer_alone() -> None:
+    table = _table("a")
+    _published(table, a={"x": 1})
+    reading = _reading(1, a=(table.sources["a"].layer, None, 0.0))
+
+    assert await pipeline.prepare(table, reading) is reading
+
+
+async def test_prepare_computes_the_merge_and_diff_propose_then_takes() -> None:
+    table = _table("a", "b")
+    _published(table, a={"x": 1, "z": 0}, b={"y": 1})
+    fresh = freeze({"x": 2, "z": 0})
+    reading = await pipeline.prepare(table, _reading(1, a=(fresh, None, 0.0)))
+
+    prepared = reading.prepared
+    assert prepared is not None
+    assert prepared.raw == {"x": 2, "z": 0, "y": 1} and prepared.changed == [("x",)]
+    proposal = pipeline.propose(table, {"a": fresh}, table.snapshot.raw, prepared)  # type: ignore[union-attr]
+    assert proposal.raw is prepared.raw and proposal.changed is prepared.changed
+
+
+async def test_propose_merges_again_when_the_basis_of_a_prepared_merge_moved() -> None:
+    table = _table("a", "b")
+    _published(table, a={"x": 1}, b={"y": 1})
+    fresh = freeze({"x": 2})
+    prepared = (await pipeline.prepare(table, _reading(1, a=(fresh, None, 0.0)))).prepared
+    assert prepared is not None
+    table.sources["b"].layer = freeze({"y": 5})  # another source changed meanwhile
+
+    proposal = pipeline.propose(table, {"a": fresh}, table.snapshot.raw, prepared)  # type: ignore[union-attr]
+
+    assert proposal.raw is not prepared.raw
+    assert proposal.raw == {"x": 2, "y": 5} and sorted(proposal.changed) == [("x",), ("y",)]
