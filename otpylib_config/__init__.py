@@ -29,6 +29,7 @@ from otpylib_config.oneshot import LoadedConfig, load
 from otpylib_config.protocol import ReloadResult
 from otpylib_config.provenance import Contribution, Explanation
 from otpylib_config.redact import DEFAULT_SECRET_PATTERNS
+from otpylib_config.sources.args import ArgsSource
 from otpylib_config.sources.base import Source
 from otpylib_config.sources.defaults import DefaultsSource
 from otpylib_config.sources.env import EnvironmentSource
@@ -47,6 +48,7 @@ _otp_compat.install()  # Erlang's exit and supervision semantics for every otpyl
 
 __all__ = [
     "DEFAULT_SECRET_PATTERNS",
+    "ArgsSource",
     "Config",
     "ConfigClient",
     "ConfigError",
