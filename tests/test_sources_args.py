@@ -95,7 +95,8 @@ def test_argv_defaults_to_the_processs_own_command_line(monkeypatch: pytest.Monk
         (["-p", "1"], "-p: short option"),
         (["--a.b=1", "--", "--c.d=2"], "--c.d=2: positional argument"),
         (["--a..b=1"], "--a..b"),
-        (["--=x"], "--=x"),
+        (["--=x"], "--=x: a flag needs a name"),
+        (["--="], "--=: a flag needs a name"),
     ],
 )
 async def test_unknown_input_is_an_error_naming_the_token(argv: list[str], named: str) -> None:
@@ -125,6 +126,16 @@ async def test_a_path_clash_between_flags_is_an_error_naming_both() -> None:
 def test_argv_that_is_not_text_is_refused() -> None:
     with pytest.raises(TypeError, match="sequence of str"):
         ArgsSource([b"--a.b=1"])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="not one string"):
+        ArgsSource("--a.b=1")
+
+
+async def test_ignore_unknown_still_reports_a_mapped_flag_for_no_field_of_the_schema() -> None:
+    class Settings(pydantic.BaseModel):
+        port: int = 0
+
+    with pytest.raises(SourceError, match="--port: prot is no field of the schema"):
+        await load(["--port=5"], schema=Settings, mapping={"port": "prot"}, ignore_unknown=True)
 
 
 # -- argparse -------------------------------------------------------------------------------
@@ -145,6 +156,19 @@ async def test_from_namespace_takes_mapped_and_dotted_options_and_leaves_the_res
 
     assert await source.load() == {"server": {"port": 8082, "host": "h"}}
     assert source.origin(("server", "port")) == "command line --port"
+
+
+async def test_from_namespace_with_its_parser_skips_options_left_at_their_default() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--debug", action="store_true")  # False when not given
+    parser.add_argument("--workers", type=int, default=4)
+    namespace = parser.parse_args(["--workers=8"])
+    mapping = {"debug": "app.debug", "workers": "app.workers"}
+
+    source = ArgsSource.from_namespace(namespace, mapping, parser=parser)
+    source.configure(SourceContext())
+
+    assert await source.load() == {"app": {"workers": 8}}  # debug stays the lower layer's
 
 
 # -- in a tree ------------------------------------------------------------------------------

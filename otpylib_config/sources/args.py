@@ -13,8 +13,9 @@ JSON arrays and objects.
 
 **Unknown input** is an error that names the token: a flat flag no mapping names, a flag whose
 path is no field of the schema, a positional argument or a short option. ``ignore_unknown=True``
-skips them instead, for a command line that also carries the application's own options
-(``--profile``, ``--config``). :meth:`ArgsSource.from_namespace` takes what an application's own
+skips what names no path, for a command line that also carries the application's own options
+(``--profile``, ``--config``); a mapped or dotted flag for no field of the schema is still an
+error. :meth:`ArgsSource.from_namespace` takes what an application's own
 ``argparse`` parsed instead of raw text.
 
 The arguments are taken when the source is made and never change, so every load gives the
@@ -56,6 +57,8 @@ class ArgsSource(Source):
         secret: bool = False,
         name: str = "args",
     ) -> None:
+        if isinstance(argv, str | bytes):
+            raise TypeError("ArgsSource argv must be a sequence of str, not one string")
         tokens = list(sys.argv[1:] if argv is None else argv)
         if not all(isinstance(token, str) for token in tokens):
             raise TypeError("ArgsSource argv must be a sequence of str")
@@ -76,19 +79,21 @@ class ArgsSource(Source):
         namespace: argparse.Namespace,
         mapping: Mapping[str, str] | None = None,
         *,
+        parser: argparse.ArgumentParser | None = None,
         name: str = "args",
         secret: bool = False,
     ) -> ArgsSource:
         """The options an application's own ``argparse`` parsed: each attribute named in
         ``mapping`` (by its ``dest``, ``max_connections``, or its flag, ``max-connections``)
-        and each whose ``dest`` is a dotted path (``--server.port`` has ``dest`` ``server.port``);
-        an option left at ``None`` (not given, no default) sets nothing. The rest of the
-        namespace is the application's own and is left alone."""
-        source = cls([], mapping=mapping, ignore_unknown=True, name=name, secret=secret)
+        and each whose ``dest`` is a dotted path (``--server.port`` has ``dest`` ``server.port``).
+        An option that was not given sets nothing: one at ``None``, and, with ``parser``, one
+        still at the parser's default (a ``store_true`` flag not given is ``False``, which
+        must not override a lower layer). The rest of the namespace is left alone."""
+        source = cls([], mapping=mapping, name=name, secret=secret)
         wanted = {flag.replace("-", "_"): flag for flag in source.mapping}
         given: list[Given] = []
         for dest, value in sorted(vars(namespace).items()):
-            if value is None:
+            if value is None or (parser is not None and value == parser.get_default(dest)):
                 continue
             if dest in wanted:
                 given.append((wanted[dest], value, False))
@@ -120,9 +125,9 @@ class ArgsSource(Source):
         entries: list[tuple[str, Path, Any]] = []
         flags: dict[Path, str] = {}
         for flag, value, text in self._given:
-            path, problem = self._path(flag)
+            path, problem, ignorable = self._path(flag)
             if path is None:
-                if problem is not None and not self.ignore_unknown:
+                if problem is not None and not (ignorable and self.ignore_unknown):
                     problems.append(problem)
                 continue
             flags[path] = flag
@@ -137,22 +142,24 @@ class ArgsSource(Source):
         self._flags = flags
         return layer
 
-    def _path(self, flag: str) -> tuple[Path | None, str | None]:
-        """The path ``--flag`` sets, or ``None`` with why (``None``: nothing to report)."""
+    def _path(self, flag: str) -> tuple[Path | None, str | None, bool]:
+        """The path ``--flag`` sets, or ``None`` with why; and whether ``ignore_unknown``
+        may pass over it: a flag that names no path may be the application's own, but a
+        mapped or dotted one that the schema has no field for is a mistake either way."""
         path = self.mapping.get(flag)
         if path is None:
             if "." not in flag:
-                return None, f"--{flag}: unknown flag (name it in ArgsSource(mapping=...))"
+                return None, f"--{flag}: unknown flag (name it in ArgsSource(mapping=...))", True
             try:
                 path = parse_path(flag.replace("-", "_"))
             except InvalidPathError as exc:
-                return None, f"--{flag}: {exc}"
+                return None, f"--{flag}: {exc}", True
         if self._shape is None:
-            return path, None
+            return path, None, False
         spelled = self._shape.spelling(path)
         if spelled is None:
-            return None, f"--{flag}: {'.'.join(path)} is no field of the schema"
-        return spelled, None
+            return None, f"--{flag}: {'.'.join(path)} is no field of the schema", False
+        return spelled, None, False
 
     def _value(self, flag: str, path: Path, value: Any, text: bool) -> Any:
         try:
@@ -175,16 +182,17 @@ def _scan(tokens: list[str]) -> tuple[list[Given], list[tuple[str, str]]]:
         if token == FLAG:
             unknown += [(rest, "positional argument") for rest in tokens[i:]]
             break
-        if not token.startswith(FLAG) or token == FLAG + "=":
+        if token.startswith(FLAG + "="):
+            unknown.append((token, "a flag needs a name"))
+            continue
+        if not token.startswith(FLAG):
             why = (
                 "short option" if token.startswith("-") and token != "-" else "positional argument"
             )
             unknown.append((token, why))
             continue
         flag, equals, value = token[len(FLAG) :].partition("=")
-        if not flag:
-            unknown.append((token, "a flag needs a name"))
-        elif equals:
+        if equals:
             given.append((flag, value, True))
         elif i < len(tokens) and not tokens[i].startswith(FLAG):
             given.append((flag, tokens[i], True))
