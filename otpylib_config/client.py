@@ -69,11 +69,7 @@ class ConfigClient:
 
     def get_nowait(self, path: str, default: Any = None) -> Any:
         """The value (or read-only section) at ``path``, or ``default`` if absent."""
-        table = self._table_of()
-        try:  # a path read before is one dict lookup (docs/performance.md)
-            return table.cached[path]
-        except (KeyError, TypeError):  # not read since it changed, or not a path at all
-            return lookup(table, path, default)
+        return lookup(self._table_of(), path, default)
 
     async def get(self, path: str, default: Any = None) -> Any:
         """Same as :meth:`get_nowait`; awaitable for symmetry with the writes."""
@@ -157,9 +153,9 @@ def _get_nowait(path: str, default: Any = None) -> Any:
     except AttributeError:  # no tree is running
         current_table()
         raise
-    except (KeyError, TypeError):  # not read since it changed, or not a path at all
+    except (KeyError, TypeError):  # not read before, or not a path at all
         assert _current is not None
-        return lookup(_current, path, default)
+        return _walk(_current, path, default)
 
 
 class _DefaultConfig(ConfigClient):
@@ -172,14 +168,21 @@ Config: ConfigClient = _DefaultConfig(current_table)
 
 
 def lookup(table: ConfigTable, path: str, default: Any = None) -> Any:
-    """The value at ``path`` in ``table``'s published snapshot, or ``default``."""
+    """The value at ``path`` in ``table``'s published snapshot, or ``default``: a path read
+    before is one subscript of the read cache (docs/performance.md, A read)."""
+    try:
+        return table.cached[path]
+    except (KeyError, TypeError):  # not read before, or not a path at all
+        return _walk(table, path, default)
+
+
+def _walk(table: ConfigTable, path: str, default: Any) -> Any:
+    """A read the cache cannot answer: check the path, walk the tree (which caches it)."""
     snapshot = table.snapshot
     assert snapshot is not None
     if not isinstance(path, str):
         raise InvalidPathError(f"a path must be a str, got {type(path).__name__}")
-    value = snapshot.cache.get(path, MISSING)
-    if value is MISSING:
-        value = snapshot.lookup(path)
+    value = snapshot.lookup(path)
     return default if value is MISSING else value
 
 

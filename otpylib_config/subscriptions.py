@@ -6,14 +6,14 @@ whole old and new value at that node. Pending events are coalesced per path (fir
 ``old``, last ``new``; dropped if they cancel out), so a slow subscriber holds at most one
 event per path it watches, however many changes arrive.
 
-The manager turns a published :class:`Change` into at most ``INLINE_WORK`` events itself
-and leaves the rest to the notifier, which goes on with :meth:`Subscriptions.expand` a slice
-at a time, so that neither a change of 200,000 leaves nor one leaf that 10,000 subscriptions
-watch holds the event loop (or the manager) for long, while a small change that concerns
-nobody costs no message. A change's cursors record how far it got (which leaf, and which of
-that leaf's matching subscriptions), so a notifier restarted mid-way resumes without losing
-or repeating an event. The event for one node is the same for every subscription that gets
-it, so it is built once per change.
+The manager turns at most ``INLINE_WORK`` units of a published :class:`Change` into events
+itself (``delivery.py``) and leaves the rest to the notifier, which goes on with
+:meth:`Subscriptions.expand` a slice at a time, so that neither a change of 200,000 leaves nor
+one leaf that 10,000 subscriptions watch holds the event loop (or the manager) for long, while
+a small change that concerns nobody costs no message. A change's cursors record how far it
+got (which leaf, and which of that leaf's matching subscriptions), so a notifier restarted
+mid-way resumes without losing or repeating an event. The event for one node is the same for
+every subscription that gets it, so it is built once per change.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import asyncio
 import sys
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,10 +176,10 @@ class Subscriptions:
                 budget -= 1
                 if whole and sum(len(subs) for subs, _ in groups) > budget:
                     break
-                change.matches = [(sub, depth) for subs, depth in groups for sub in subs]
+                change.matches = _flat(groups)
                 change.match_cursor = 0
             matches, start = change.matches, change.match_cursor
-            end = min(len(matches), start + max(budget, 0))
+            end = min(len(matches), start + budget)
             for sub, depth in matches[start:end]:
                 event = self._event(change, sub, leaf, depth)
                 if event is not None:
@@ -192,7 +193,7 @@ class Subscriptions:
         return touched
 
     def _leaf_events(self, change: Change, leaf: Path) -> Iterator[tuple[Subscription, Event]]:
-        for sub, depth in self.index.deepest_matches(leaf).items():
+        for sub, depth in _flat(self.index.deepest_groups(leaf)):
             event = self._event(change, sub, leaf, depth)
             if event is not None:
                 yield sub, event
@@ -209,3 +210,9 @@ class Subscriptions:
                 return None
             change.emitted.add((sub.id, node))
         return change.event(node)
+
+
+def _flat(groups: list[tuple[AbstractSet[Subscription], int]]) -> list[tuple[Subscription, int]]:
+    """Each subscription of ``deepest_groups`` with its depth (each has one pattern, so
+    one group)."""
+    return [(sub, depth) for subs, depth in groups for sub in subs]

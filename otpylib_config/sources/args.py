@@ -163,9 +163,7 @@ class ArgsSource(Source):
 
     def _value(self, flag: str, path: Path, value: Any, text: bool) -> Any:
         try:
-            typed = (
-                coerce_at(value, path, self._shape) if text and isinstance(value, str) else value
-            )
+            typed = coerce_at(value, path, self._shape) if text else value
             return freeze(typed, ".".join(path))
         except (TypeError, ValueError) as exc:  # InvalidValueError too
             raise SourceError(self.name, f"--{flag}: {exc}") from None
