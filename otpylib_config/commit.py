@@ -92,13 +92,13 @@ async def reading(table: ConfigTable, reading: Reading) -> ReloadResult:
         result = await _apply_reading(table, reading)
     except Exception as exc:
         error = {"kind": type(exc).__name__, "error": str(exc)}
-        _reload_event(telemetry.RELOAD_EXCEPTION, reading, error)
+        _reload_event(table, telemetry.RELOAD_EXCEPTION, reading, error)
         raise
     table.counters[counters.RELOADS] += 1
     if result.errors:
         table.counters[counters.RELOAD_ERRORS] += 1
     metadata = {"version": result.version, "errors": result.errors}
-    _reload_event(telemetry.RELOAD_STOP, reading, metadata, changes=len(result.changed))
+    _reload_event(table, telemetry.RELOAD_STOP, reading, metadata, changes=len(result.changed))
     return result
 
 
@@ -183,7 +183,7 @@ def _record(table: ConfigTable, sorting: Sorting) -> dict[str, str]:
         telemetry.execute(
             telemetry.SOURCE_LOADED,
             {"duration_s": sorting.durations[name], "keys": len(sorting.loaded[name])},
-            {"source": name},
+            {"id": table.spec.id, "source": name},
         )
     for f in sorting.failures:
         state = table.sources[f.source]
@@ -210,7 +210,7 @@ def _validated(
         telemetry.execute(
             telemetry.VALIDATION_FAILED,
             {"problems": len(exc.problems)},
-            {"reason": reason, "problems": list(exc.problems)},
+            {"id": table.spec.id, "reason": reason, "problems": list(exc.problems)},
         )
         raise
     table.last_validation_error = None
@@ -250,9 +250,13 @@ async def _accepted(table: ConfigTable, sorting: Sorting) -> None:
             logger.error("config source %s failed in accepted():\n%s", name, text)
 
 
-def _reload_event(event: str, reading: Reading, metadata: dict[str, Any], **extra: int) -> None:
+def _reload_event(
+    table: ConfigTable, event: str, reading: Reading, metadata: dict[str, Any], **extra: int
+) -> None:
     measurements = {"duration_s": time.perf_counter() - reading.started, **extra}
-    telemetry.execute(event, measurements, {"reason": reading.reason, **metadata})
+    telemetry.execute(
+        event, measurements, {"id": table.spec.id, "reason": reading.reason, **metadata}
+    )
 
 
 def _version(table: ConfigTable) -> int:
@@ -260,7 +264,7 @@ def _version(table: ConfigTable) -> int:
 
 
 def _emit_changes(table: ConfigTable, old: Section, new: Section, changed: list[Path]) -> None:
-    version = _version(table)
+    version, tree = _version(table), table.spec.id
     for leaf in changed:
         path = ".".join(leaf)
         old_value, new_value = value_at(old, leaf), value_at(new, leaf)
@@ -268,6 +272,7 @@ def _emit_changes(table: ConfigTable, old: Section, new: Section, changed: list[
             telemetry.CHANGED,
             {"changes": 1},
             {
+                "id": tree,
                 "path": path,
                 "old_value": table.redactor.value(path, old_value),
                 "new_value": table.redactor.value(path, new_value),

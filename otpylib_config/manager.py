@@ -166,7 +166,12 @@ def _put_event(table: ConfigTable, started: float, puts: list[tuple[str, Any]]) 
         telemetry.execute(
             telemetry.PUT,
             {"duration_s": duration},
-            {"path": path, "value": table.redactor.value(path, value), "version": version},
+            {
+                "id": table.spec.id,
+                "path": path,
+                "value": table.redactor.value(path, value),
+                "version": version,
+            },
         )
 
 
@@ -181,7 +186,12 @@ async def _delete(state: ManagerState, delete: Delete) -> None:
     telemetry.execute(
         telemetry.DELETE,
         {"duration_s": time.perf_counter() - started},
-        {"path": delete.path, "removed": outcome is not None, "version": _version(table)},
+        {
+            "id": table.spec.id,
+            "path": delete.path,
+            "removed": outcome is not None,
+            "version": _version(table),
+        },
     )
 
 

@@ -148,7 +148,7 @@ async def _call(table: ConfigTable, sub: Subscription, path: str, old: Any, new:
         telemetry.execute(
             telemetry.SUBSCRIBER_ERROR,
             {"count": 1},
-            {"pattern": sub.pattern, "path": path, "error": error},
+            {"id": table.spec.id, "pattern": sub.pattern, "path": path, "error": error},
         )
 
 

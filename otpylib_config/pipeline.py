@@ -116,7 +116,8 @@ async def read(
     seq = next(table.reading_seq)
     started = time.perf_counter()
     if announce:
-        telemetry.execute(telemetry.RELOAD_START, {"system_time": time.time()}, {"reason": reason})
+        metadata = {"id": table.spec.id, "reason": reason}
+        telemetry.execute(telemetry.RELOAD_START, {"system_time": time.time()}, metadata)
     sources = [table.sources[name].source for name in names]
     results = await asyncio.gather(*(_load_one(source) for source in sources))
     return Reading(reason, names, tuple(results), seq, started)

@@ -45,6 +45,7 @@ class SourceState:
     """A source's last good layer and its health."""
 
     source: Source
+    tree: str = "default"  # the tree's id, for the telemetry it emits
     layer: Section = field(default_factory=lambda: EMPTY, repr=False)  # may hold secrets
     last_success: float | None = None  # wall-clock time
     last_error: str | None = None
@@ -52,6 +53,9 @@ class SourceState:
     reading_seq: int = 0  # the newest reading applied to this source
     warnings: tuple[str, ...] = ()
     """What the source reported with its layer in use (unknown variables); not errors."""
+    errors: Counter[str] = field(default_factory=Counter)
+    """How often it failed, by stage (``load``, ``watch``, ``restore``), since the tree
+    started: the per-source view of the ``source_*_errors`` counters."""
 
     def succeeded(self, layer: Section) -> None:
         self.layer = layer
@@ -73,11 +77,12 @@ class SourceState:
                 telemetry.execute(
                     telemetry.SOURCE_WARNING,
                     {"count": 1},
-                    {"source": self.source.name, "warning": warning},
+                    {"id": self.tree, "source": self.source.name, "warning": warning},
                 )
         self.warnings = fresh
 
-    def failed(self, error: str) -> None:
+    def failed(self, error: str, stage: str) -> None:
+        self.errors[stage] += 1
         self.last_error = error
         self.last_error_at = time.time()
 
@@ -94,6 +99,11 @@ class SourceStatus:
     warnings: tuple[str, ...] = ()
     """What the source reports with the layer in use, such as variables that map to no
     field of the schema; a source with warnings is still healthy."""
+    errors: Mapping[str, int] = field(default_factory=dict)
+    """How often it failed since the tree started, by stage (``load``, ``watch``,
+    ``restore``; a stage it never failed at is absent)."""
+    required: bool = True
+    """Whether the tree needs it: a failing optional source does not fail ``/health``."""
 
 
 @dataclass(eq=False)
@@ -144,6 +154,8 @@ class Status:
     processes: tuple[ProcessStatus, ...] = ()
     stopped: str | None = None
     """Why the tree is stopped for good (writes fail at once), or ``None`` while it runs."""
+    admin_url: str | None = None
+    """The admin API's base URL (``ConfigSpec.admin``) once it is bound, else ``None``."""
 
     @property
     def healthy(self) -> bool:
@@ -225,6 +237,8 @@ class ConfigTable:
     stopped: str | None = None
     """Why the tree is stopped for good (writes then fail at once). Writer: the tree's
     owner process, or ``shutdown``. Readers: the transport, ``status``."""
+    admin_url: str | None = None
+    """The admin API's bound base URL. Writer: the admin process, once bound."""
     sub_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     """Subscription ids. Writer: the subscribing client draws one, so a retried request is
     the same subscription."""
@@ -233,8 +247,9 @@ class ConfigTable:
     one, so an older reading is never applied over a newer one."""
 
     def __post_init__(self) -> None:
-        self.sources = {s.name: SourceState(s) for s in self.spec.sources}
-        self.runtime_state = SourceState(self.spec.runtime)
+        tree = self.spec.id
+        self.sources = {s.name: SourceState(s, tree) for s in self.spec.sources}
+        self.runtime_state = SourceState(self.spec.runtime, tree)
         self.redactor = Redactor(self.spec.secret_patterns)
         self.validator = Validator(self.spec.schema, self.spec.validators)
         self.persistence = Persistence(self.spec.runtime.path)
@@ -252,7 +267,7 @@ class ConfigTable:
         else:  # the first load: no values known yet, but a URL's password is plain to see
             error = mask_url_passwords(error)
         repeated = state.last_error == error
-        state.failed(error)
+        state.failed(error, stage)
         self.counters[counters.source_errors(stage)] += 1
         log = logger.debug if repeated else logger.warning
         log(
@@ -264,7 +279,7 @@ class ConfigTable:
         telemetry.execute(
             telemetry.SOURCE_ERROR,
             {"duration_s": duration},
-            {"source": state.source.name, "error": error, "stage": stage},
+            {"id": self.spec.id, "source": state.source.name, "error": error, "stage": stage},
         )
         return error
 
@@ -379,6 +394,7 @@ class ConfigTable:
             last_validation_error=self.last_validation_error,
             processes=tuple(_process_status(h) for h in self.health.values()),
             stopped=self.stopped,
+            admin_url=self.admin_url,
         )
 
     def restarts(self, role: str) -> int:
@@ -415,4 +431,6 @@ def _source_status(state: SourceState, now: float) -> SourceStatus:
         last_error_at=state.last_error_at,
         age_s=None if state.last_success is None else now - state.last_success,
         warnings=state.warnings,
+        errors=dict(state.errors),
+        required=state.source.required,
     )

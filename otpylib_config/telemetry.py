@@ -5,7 +5,9 @@ Handlers are attached per event name and called synchronously by ``execute``. A 
 raises is detached and logged: telemetry never breaks the code that emits it. ``execute``
 reads a published handler table with no lock; ``attach``/``detach`` replace the table.
 
-Events emitted by otpylib-config (measurements in brackets, then metadata keys):
+Events emitted by otpylib-config (measurements in brackets, then metadata keys). Every
+event's metadata also has ``id``, the tree's ``ConfigSpec.id``, so that one handler can
+tell several trees of a process apart (the metrics label them by it):
 
 ``config.changed``            [changes=1]  path, old_value, new_value (redacted), version
 ``config.put``                [duration_s] path, value (redacted), version
@@ -19,9 +21,12 @@ Events emitted by otpylib-config (measurements in brackets, then metadata keys):
                               field of the schema; once per warning while it lasts)
 ``config.subscriber_error``   [count=1]  pattern, path, error
 ``config.validation_failed``  [problems]  reason, problems
-``config.manager.restarted``  [restarts]  id
-``config.process.exited``     [count=1]  id, role, reason (a process of the tree ended)
-``config.tree.stopped``       [count=1]  id, reason (nothing will restart the tree)
+``config.manager.restarted``  [restarts]
+``config.process.exited``     [count=1]  role, reason (a process of the tree ended)
+``config.tree.stopped``       [count=1]  reason (nothing will restart the tree)
+``config.admin.write``        [duration_s]  token, method, path, outcome, status, version
+                              (a write through the admin API: the token's name, never
+                              its secret; no values)
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ VALIDATION_FAILED = "config.validation_failed"
 MANAGER_RESTARTED = "config.manager.restarted"
 PROCESS_EXITED = "config.process.exited"
 TREE_STOPPED = "config.tree.stopped"
+ADMIN_WRITE = "config.admin.write"
 
 Measurements = Mapping[str, float]
 Metadata = Mapping[str, Any]

@@ -217,6 +217,7 @@ async def test_raising_callback_affects_only_its_subscription(start_tree: StartT
 
     assert calls == [1, 2]  # it keeps getting later events
     assert errors[0].metadata == {
+        "id": "default",
         "pattern": "x",
         "path": "x",
         "error": "RuntimeError: subscriber bug",

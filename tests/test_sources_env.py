@@ -603,7 +603,9 @@ async def test_an_unknown_variable_is_a_warning_in_status_telemetry_and_log(
     (warning,) = source.warnings
     assert "$APP_TOKEN_" in warning and "did you mean token?" in warning
     assert source.healthy
-    assert [e.metadata for e in events] == [{"source": "env:APP_", "warning": warning}]
+    assert [e.metadata for e in events] == [
+        {"id": "default", "source": "env:APP_", "warning": warning}
+    ]
     assert [r.getMessage() for r in caplog.records if "APP_TOKEN_" in r.getMessage()] == [
         f"config source env:APP_: {warning}"
     ]

@@ -207,7 +207,7 @@ def test_record_failure_emits_telemetry_with_the_masked_error() -> None:
         )
 
     assert [e.metadata for e in events] == [
-        {"source": "defaults", "error": "x://u:****@h", "stage": "restore"}
+        {"id": "default", "source": "defaults", "error": "x://u:****@h", "stage": "restore"}
     ]
     assert events[0].measurements == {"duration_s": 0.5}
 
@@ -295,3 +295,14 @@ def test_status_shows_no_values() -> None:
     table.sources["defaults"] = state
 
     assert "s3kr1t" not in repr(table.status(False))
+
+
+def test_each_source_counts_its_failures_by_stage_in_status() -> None:
+    table = _table()
+    state = table.sources["defaults"]
+    for stage in ("load", "load", "watch"):
+        table.record_failure(state, "down", stage=stage)
+
+    (source,) = table.status(manager_running=False).sources
+    assert source.errors == {"load": 2, "watch": 1}
+    assert source.required
