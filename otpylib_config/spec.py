@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from otpylib_config.environment import Environment
 from otpylib_config.redact import DEFAULT_SECRET_PATTERNS
 from otpylib_config.sources.base import DEFAULT_DEBOUNCE, Source
 from otpylib_config.sources.runtime import RuntimeSource
+
+if TYPE_CHECKING:
+    from otpylib_config.admin import AdminSpec
 
 DEFAULT_RELOAD_INTERVAL = 30.0
 DEFAULT_WRITE_TIMEOUT = 5.0
@@ -51,6 +54,9 @@ class ConfigSpec:
     ``_``, ``-`` and case changes (``jwt_secret``, ``apiKey``, not ``token_ttl``); a glob
     (``"*dsn*"``) is matched against the lower-cased name. A secret section hides all it
     holds. The default, ``DEFAULT_SECRET_PATTERNS``, is the built-in word list.
+
+    ``admin``: an :class:`~otpylib_config.admin.AdminSpec` runs the admin HTTP API as a
+    child of the tree (docs/admin.md); ``None``, the default, runs none.
     """
 
     id: str = "default"
@@ -70,6 +76,7 @@ class ConfigSpec:
     env_file: str | os.PathLike[str] | None = None
     env_file_optional: bool = False
     strict_env: bool = False
+    admin: AdminSpec | None = None
     runtime: RuntimeSource = field(init=False)
 
     def resolved_profile(self, variables: Mapping[str, str] | None = None) -> str | None:
@@ -103,5 +110,10 @@ class ConfigSpec:
             raise ValueError("ConfigSpec.write_timeout must be positive")
         if self.stop_timeout <= 0:
             raise ValueError("ConfigSpec.stop_timeout must be positive")
+        if self.admin is not None:
+            from otpylib_config.admin import AdminSpec
+
+            if not isinstance(self.admin, AdminSpec):
+                raise TypeError(f"ConfigSpec.admin must be an AdminSpec, got {self.admin!r}")
         object.__setattr__(self, "sources", loaded)
         object.__setattr__(self, "runtime", runtimes[0] if runtimes else RuntimeSource())

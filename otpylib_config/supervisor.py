@@ -66,6 +66,7 @@ class ConfigSupervisor(metaclass=OTPModule, behavior=SUPERVISOR, version="1.0.0"
                 id="notifier", module=ConfigNotifier, args=table, name=table.notifier_name
             ),
             *_watcher_specs(table),
+            *_admin_specs(table),
         ]
         return (children, options)
 
@@ -102,6 +103,19 @@ def _watcher_specs(table: ConfigTable) -> list[supervisor.child_spec]:
         )
         for name, state in table.sources.items()
         if state.source.pushes
+    ]
+
+
+def _admin_specs(table: ConfigTable) -> list[supervisor.child_spec]:
+    """The admin API's process, when the spec asks for one (aiohttp is imported only then)."""
+    if table.spec.admin is None:
+        return []
+    from otpylib_config.admin.server import AdminServer
+
+    return [
+        supervisor.child_spec(
+            id="admin", module=AdminServer, args=table, name=table.name_of("admin")
+        )
     ]
 
 
@@ -164,6 +178,10 @@ async def shutdown(spec_id: str) -> None:
         return
     registry.unregister(table)
     await source_watcher.stop_all(table)
+    if table.admin_task is not None:
+        from otpylib_config.admin.server import stop as stop_admin
+
+        await stop_admin(table)
     await _cancel_leftovers(table)
     await table.persistence.close()  # waits for a compaction in flight
 

@@ -238,10 +238,19 @@ class ConfigTable:
     """Why the tree is stopped for good (writes then fail at once). Writer: the tree's
     owner process, or ``shutdown``. Readers: the transport, ``status``."""
     admin_url: str | None = None
-    """The admin API's bound base URL. Writer: the admin process, once bound."""
+    """The admin API's bound base URL while it listens. Writer: the admin server's task."""
+    admin_port: int | None = None
+    """The port the admin API got first, which a restarted server binds again. Writer: the
+    admin server's task."""
+    admin_task: asyncio.Task[None] | None = None
+    """The admin server's task (:mod:`otpylib_config.admin.server`). Writer: the admin
+    process; ``shutdown`` waits for it."""
     sub_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     """Subscription ids. Writer: the subscribing client draws one, so a retried request is
     the same subscription."""
+    loop: asyncio.AbstractEventLoop | None = None
+    """The event loop the tree's processes run on, once one started; what another thread
+    must hand its reads of the table to (the Prometheus collector). Writer: ``track``."""
     reading_seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     """Reading numbers. Writer: whoever starts a reading (``pipeline.read``/``pushed``) draws
     one, so an older reading is never applied over a newer one."""
@@ -292,6 +301,7 @@ class ConfigTable:
         """Record that the calling process started as ``role`` and, when it ends, how;
         returns how many times that role has started."""
         pid = process.self()
+        self.loop = asyncio.get_running_loop()
         health = self.health.setdefault(role, ProcessHealth(role, self.name_of(role)))
         health.pid = pid
         health.starts += 1
