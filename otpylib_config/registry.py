@@ -41,6 +41,11 @@ def table_for(spec_id: str) -> ConfigTable | None:
     return _tables.get(spec_id)
 
 
+def tables() -> list[ConfigTable]:
+    """Every registered tree, in the order they registered (the metrics list them all)."""
+    return list(_tables.values())
+
+
 def table_by_id(spec_id: str) -> ConfigTable:
     table = _tables.get(spec_id)
     if table is None:
