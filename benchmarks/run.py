@@ -46,11 +46,12 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import admin_server
 import aiohttp
 from _timing import Measurement, Paired, measure_paired, nested_config, scaled
 from otpylib import atom, gen_server, process
@@ -71,6 +72,7 @@ from otpylib_config import (
     Source,
     _otp_compat,
 )
+from otpylib_config.admin import AdminSpec, AdminToken
 from otpylib_config.client import current_table
 from otpylib_config.supervisor import in_process
 
@@ -1740,6 +1742,138 @@ async def reads_against_subscript(ctx: Context) -> list[Row]:
             meets=lambda r: r <= 3,
         ),
     ]
+
+
+# ---------------------------------------------------------------- admin API (rows 19, 20)
+
+ADMIN_SERVER = Path(admin_server.__file__)
+ADMIN_TOKEN = AdminToken("bench", "bench-write-token-" + "w" * 16, scope="write")
+REQUESTS_CONNECTIONS = 8  # row 20: keep-alive connections the load generator keeps busy
+
+
+@benchmark("admin_callback")
+async def admin_put_to_callback(ctx: Context) -> list[Row]:
+    """Row 19: an HTTP ``PUT /config/{path}`` to the admin API → the subscriber's callback,
+    one write at a time, against the same put made with ``Config.put`` in the process (what
+    HTTP, auth, JSON and the audit add)."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN.secret}"}
+    admin = AdminSpec(port=0, tokens=[ADMIN_TOKEN], writable=["bench.**"])
+    async with (
+        otpylib_config.running(spec(small_config(), admin=admin)),
+        aiohttp.ClientSession() as http,
+    ):
+        url = f"{(await Config.status()).admin_url}/config/bench.value"
+
+        async def put(value: int) -> None:
+            async with http.put(url, json=value, headers=headers) as response:
+                response.raise_for_status()
+
+        samples = await write_to_callback("bench.value", ctx.sizes.writes, put)
+
+        async def direct(value: int) -> None:
+            await Config.put("bench.direct", value)
+
+        floor = await write_to_callback("bench.direct", ctx.sizes.writes, direct)
+    ctx.raw["admin_callback"] = {"samples_s": samples, "direct_samples_s": floor}
+    row = latency_row(
+        "19",
+        "admin `PUT /config/{path}` → subscriber callback",
+        samples,
+        attempts=ctx.sizes.writes,
+        p50_target_ms=5,
+        p99_target_ms=20,
+        tries="writes",
+    )
+    p50 = percentile(floor, 50) * 1e3
+    ratio = percentile(samples, 50) / percentile(floor, 50)
+    return [replace(row, compared_with=f"`Config.put` p50 {p50:.2f} ms", ratio=fmt_ratio(ratio))]
+
+
+@benchmark("admin_reads")
+async def admin_get_throughput(ctx: Context) -> list[Row]:
+    """Row 20: ``GET /config/{path}`` requests per second, the server pinned to one core
+    and the load generator (a raw keep-alive HTTP/1.1 client, far cheaper per request than
+    the server) to the other, against aiohttp answering the same route with a constant."""
+    duration = max(0.3, 2.0 * ctx.scale)
+    rates: dict[str, list[float]] = {"ours": [], "bare": []}
+    for _ in range(max(2, ctx.batches // 5)):
+        for mode in ("ours", "bare"):
+            rates[mode].append(await requests_per_second(mode, duration))
+    ours, bare = statistics.median(rates["ours"]), statistics.median(rates["bare"])
+    ctx.raw["admin_reads"] = {"requests_per_s": rates, "duration_s": duration}
+    ratio = ours / bare
+    return [
+        Row(
+            "20",
+            "admin `GET /config/{path}`, server on one core",
+            f"{ours:,.0f} req/s",
+            f"bare aiohttp {bare:,.0f} req/s",
+            f"{ratio:.2f}x",
+            "≥ 0.5x bare aiohttp",
+            verdict(ratio >= 0.5),
+        )
+    ]
+
+
+async def requests_per_second(mode: str, duration: float) -> float:
+    """Start ``admin_server.py mode`` on CPU 0 and drive it from CPU 1 for ``duration``."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+    server_cpu, client_cpu = cpus[0], cpus[-1]
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ADMIN_SERVER),
+        mode,
+        str(server_cpu),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stdin is not None
+    previous = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    try:
+        url = (await asyncio.wait_for(child.stdout.readline(), 30)).decode().strip()
+        if previous is not None:
+            os.sched_setaffinity(0, {client_cpu})
+        return await drive(url, duration)
+    finally:
+        if previous is not None:
+            os.sched_setaffinity(0, previous)
+        child.stdin.close()
+        await asyncio.wait_for(child.wait(), 30)
+
+
+async def drive(base_url: str, duration: float) -> float:
+    """Requests answered per second over ``REQUESTS_CONNECTIONS`` keep-alive connections."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    request = (
+        f"GET {parts.path}/config/{PATH} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"Authorization: Bearer {admin_server.TOKEN}\r\n\r\n"
+    ).encode()
+    counts = [0] * REQUESTS_CONNECTIONS
+    deadline = [math.inf]
+
+    async def connection(i: int) -> None:
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        try:
+            while time.perf_counter() < deadline[0]:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(f"admin server answered {head[:40]!r}")
+                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                counts[i] += 1
+        finally:
+            writer.close()
+
+    deadline[0] = time.perf_counter() + 0.3  # warm up
+    await asyncio.gather(*(connection(i) for i in range(REQUESTS_CONNECTIONS)))
+    counts[:] = [0] * REQUESTS_CONNECTIONS
+    started = time.perf_counter()
+    deadline[0] = started + duration
+    await asyncio.gather(*(connection(i) for i in range(REQUESTS_CONNECTIONS)))
+    return sum(counts) / (time.perf_counter() - started)
 
 
 async def settle(arrived: asyncio.Event, limit_s: float = 2.0, quiet_s: float = 0.05) -> None:

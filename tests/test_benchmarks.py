@@ -49,6 +49,8 @@ ROWS = {
     "17b": "in put order",
     "18a": "Config.get_nowait(path)",
     "18b": "first `Config.get_nowait(path)` after a change",
+    "19": "admin `PUT /config/{path}` → subscriber callback",
+    "20": "admin `GET /config/{path}`",
 }
 BASELINE_ROWS = ("2b", "3b", "4b", "10a", "10b", "10c", "10d", "10f")
 """Rows that need a virtualenv the smoke test does not build (0.2.9 or a cold-start peer)."""
