@@ -1,0 +1,7 @@
+"""``python -m otpylib_config``: the ``otpylib-config`` command."""
+
+import sys
+
+from otpylib_config.cli import main
+
+sys.exit(main())
