@@ -28,7 +28,7 @@ from aiohttp import web
 
 from otpylib_config.admin import audit
 from otpylib_config.admin.auth import CHALLENGE, Writable, authenticate
-from otpylib_config.admin.events import EventLog, parse_last_id, sse
+from otpylib_config.admin.events import EventLog, Stream, parse_last_id, sse
 from otpylib_config.admin.jsonable import dumps
 from otpylib_config.admin.options import AdminSpec, AdminToken, Scope
 from otpylib_config.client import ConfigClient, dump
@@ -56,9 +56,12 @@ MAX_STREAMS = 256
 class Problem(Exception):
     """A request that cannot be served: the status and the message for the client."""
 
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
+    def __init__(
+        self, status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.extra = status, message, extra
+        self.headers = dict(headers or {})
 
 
 class Admin:
@@ -97,8 +100,13 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _problem(problem: Problem) -> web.Response:
-    headers = {"WWW-Authenticate": CHALLENGE} if problem.status == 401 else None
-    return _json({"error": problem.message, **problem.extra}, problem.status, headers)
+    headers = dict(problem.headers)
+    if problem.status == 401:
+        headers["WWW-Authenticate"] = CHALLENGE
+    response = _json({"error": problem.message, **problem.extra}, problem.status, headers)
+    if problem.status == 408:  # the rest of its body may still be on its way: hang up
+        response.force_close()
+    return response
 
 
 def _read(admin: Admin, path: str | None) -> web.Response:
@@ -138,8 +146,9 @@ def _reject_constant(name: str) -> Any:
 async def _body(request: web.Request, max_body: int) -> Any:
     """The request's JSON body; refused before it is read whole when over the limit."""
     if request.content_type != "application/json":
-        given = request.headers.get("Content-Type", "no Content-Type")
-        raise Problem(415, f"the body must be application/json, not {given}")
+        given = request.headers.get("Content-Type")
+        sent = f"not {given}" if given else "and the request has no Content-Type"
+        raise Problem(415, f"the body must be application/json, {sent}")
     length = request.content_length
     if length is not None and length > max_body:
         raise Problem(413, f"the body is {length} bytes; the limit is {max_body}")
@@ -178,6 +187,8 @@ async def get_explain(request: web.Request) -> web.StreamResponse:
     admin = request.app[ADMIN]
     path, _ = _path_of(request)
     found = await admin.client.explain(path)
+    if not found.contributions and found.value is None:
+        raise Problem(404, f"no value at {path}", path=path)
     contributions = [dataclasses.asdict(c) for c in found.contributions]
     body = {
         "path": found.path,
@@ -262,23 +273,26 @@ async def get_metrics(request: web.Request) -> web.StreamResponse:
 
 
 async def get_events(request: web.Request) -> web.StreamResponse:
-    """Server-Sent Events: a snapshot or the missed changes, then every change as it comes."""
+    """Server-Sent Events: a snapshot or the missed changes, then every change as it comes.
+    Once the answer has started, a failure can only end the stream, never answer again."""
     admin = request.app[ADMIN]
     segments = parse_pattern(request.query.get("pattern", "**"))
     log = admin.events
     if len(log.streams) >= MAX_STREAMS:
         raise Problem(503, f"too many event streams are open ({MAX_STREAMS})")
     stream = log.open(segments)  # before the backlog is taken: nothing falls in between
+    response = web.StreamResponse(headers=_SSE_HEADERS)
     try:
-        first = _backlog(admin, parse_last_id(request.headers.get("Last-Event-ID")))
-        response = web.StreamResponse(headers=_SSE_HEADERS)
+        first = _backlog(admin, stream, parse_last_id(request.headers.get("Last-Event-ID")))
         await response.prepare(request)
-        for chunk in first:
-            await _send(response, chunk, admin.spec.request_timeout)
+        await _send(response, b"".join(first), admin.spec.request_timeout)
         await _follow(response, stream, admin.spec)
-        return response
+    except (TimeoutError, ConnectionError):  # a client that stopped reading, or left
+        if request.transport is not None:
+            request.transport.abort()
     finally:
         log.release(stream)
+    return response
 
 
 _SSE_HEADERS = {
@@ -288,27 +302,27 @@ _SSE_HEADERS = {
 }
 
 
-def _backlog(admin: Admin, last_id: int | None) -> list[bytes]:
+def _backlog(admin: Admin, stream: Stream, last_id: int | None) -> list[bytes]:
     """What a stream starts with: the kept changes after ``last_id``, or a snapshot."""
     version = admin.version()
-    kept = None if last_id is None else admin.events.since(last_id, version)
+    kept = None if last_id is None else admin.events.since(last_id, version, stream)
     if kept is None:
         snapshot = {"version": version, "config": dump(admin.table)}
         return [sse("snapshot", version, snapshot)]
-    return [entry.text() for entry in kept]
+    return kept
 
 
-async def _follow(response: web.StreamResponse, stream: Any, spec: AdminSpec) -> None:
+async def _follow(response: web.StreamResponse, stream: Stream, spec: AdminSpec) -> None:
     while True:
         try:
             async with asyncio.timeout(spec.heartbeat):
-                entry = await stream.queue.get()
+                events = await stream.take()
         except TimeoutError:
             await _send(response, b": keep-alive\n\n", spec.request_timeout)
             continue
-        if entry is None:  # overflowed or the server stops: the client resumes by id
+        if events is None:  # overflowed or the server stops: the client resumes by id
             return
-        await _send(response, entry.text(), spec.request_timeout)
+        await _send(response, b"".join(events), spec.request_timeout)
 
 
 async def _send(response: web.StreamResponse, chunk: bytes, timeout: float) -> None:
@@ -331,11 +345,11 @@ class Route(NamedTuple):
 
 ROUTES = (
     Route("config", "GET", "/config", get_config, "read"),
-    Route("config.path", "GET", "/config/{path}", get_path, "read"),
-    Route("explain", "GET", "/explain/{path}", get_explain, "read"),
-    Route("put", "PUT", "/config/{path}", put_path, "write"),
+    Route("config.path", "GET", "/config/{path:.+}", get_path, "read"),
+    Route("explain", "GET", "/explain/{path:.+}", get_explain, "read"),
+    Route("put", "PUT", "/config/{path:.+}", put_path, "write"),
     Route("patch", "PATCH", "/config", patch_config, "write"),
-    Route("delete", "DELETE", "/config/{path}", delete_path, "write"),
+    Route("delete", "DELETE", "/config/{path:.+}", delete_path, "write"),
     Route("reload", "POST", "/reload", post_reload, "write"),
     Route("status", "GET", "/status", get_status, "read"),
     Route("health", "GET", "/health", get_health, "read"),
@@ -351,17 +365,17 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except Problem as problem:
         return _problem(problem)
-    except web.HTTPException as exc:  # aiohttp's own: no route, wrong method, body too big
-        if exc.status == 413:
-            limit = request.app[ADMIN].spec.max_body
-            return _problem(Problem(413, f"the body is over the limit of {limit} bytes"))
-        return _problem(Problem(exc.status, exc.reason))
     except Exception as exc:
         return _problem(_classify(request, exc))
 
 
 def _classify(request: web.Request, exc: Exception) -> Problem:
-    """The answer for an error the library raised (or a bug: logged, never shown)."""
+    """The answer for an error aiohttp or the library raised (or a bug: logged, never
+    shown)."""
+    if isinstance(exc, Problem):
+        return exc
+    if isinstance(exc, web.HTTPException):  # aiohttp's: no route, wrong method, body too big
+        return _http_problem(request, exc)
     if isinstance(exc, ValidationError):
         problems = [{"path": path, "message": message} for path, message in exc.problems]
         return Problem(422, str(exc), problems=problems)
@@ -375,6 +389,14 @@ def _classify(request: web.Request, exc: Exception) -> Problem:
         return Problem(503, str(exc))
     logger.exception("admin API failed on %s %s", request.method, request.rel_url.path)
     return Problem(500, f"internal error ({type(exc).__name__}); see the server's log")
+
+
+def _http_problem(request: web.Request, exc: web.HTTPException) -> Problem:
+    if exc.status == 413:
+        limit = request.app[ADMIN].spec.max_body
+        return Problem(413, f"the body is over the limit of {limit} bytes")
+    allow = exc.headers.get("Allow")
+    return Problem(exc.status, exc.reason, {"Allow": allow} if allow else None)
 
 
 @web.middleware
@@ -417,7 +439,7 @@ async def _audited(request: web.Request, handler: Handler, admin: Admin) -> web.
         async with asyncio.timeout(admin.spec.request_timeout):
             response = await handler(request)
     except Exception as exc:
-        problem = exc if isinstance(exc, Problem) else _classify(request, exc)
+        problem = _classify(request, exc)
         status, outcome = problem.status, audit.outcome_of(problem.status)
         raise problem from None
     else:

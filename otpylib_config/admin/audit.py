@@ -22,6 +22,7 @@ _OUTCOMES = {
     401: "unauthorized",
     403: "denied",
     404: "invalid",
+    408: "timeout",
     413: "invalid",
     415: "invalid",
     422: "rejected",
@@ -30,7 +31,8 @@ _OUTCOMES = {
 
 def outcome_of(status: int) -> str:
     """``ok``, ``invalid`` (a bad request), ``unauthorized``, ``denied`` (scope or
-    writable), ``rejected`` (validation), or ``error`` (the tree could not do it)."""
+    writable), ``rejected`` (validation), ``timeout`` (the request took too long), or
+    ``error`` (the tree could not do it)."""
     return "ok" if status < 400 else _OUTCOMES.get(status, "error")
 
 

@@ -9,7 +9,8 @@ exactly the changes it missed or, when some are gone, a fresh snapshot first.
 The handler runs inside the manager, synchronously, as telemetry handlers do: it only
 appends and ``put_nowait``s, so nothing a client does (reading slowly, not at all, or
 thousands of clients) can slow a write. A stream that cannot keep up is marked overflowed
-and ends; its client resumes from its last id.
+and ends; its client resumes from its last id. Only the last change of each version
+carries the id, so an id always means "every change up to this version was sent".
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Sequence
 from typing import Any
 
 from otpylib_config import telemetry
@@ -33,20 +34,24 @@ STREAM_QUEUE = 4096
 
 
 class Entry:
-    """One changed leaf, as an SSE event; its text is built once for every stream."""
+    """One changed leaf, as an SSE event; its JSON is built once for every stream."""
 
-    __slots__ = ("_text", "new", "old", "path", "segments", "version")
+    __slots__ = ("_data", "new", "old", "path", "segments", "version")
 
     def __init__(self, version: int, path: str, old: Any, new: Any) -> None:
         self.version, self.path, self.old, self.new = version, path, old, new
         self.segments: Path = tuple(path.split("."))
-        self._text: bytes | None = None
+        self._data: str | None = None
 
-    def text(self) -> bytes:
-        if self._text is None:
-            data = {"path": self.path, "old": self.old, "new": self.new, "version": self.version}
-            self._text = sse("change", self.version, data)
-        return self._text
+    def frame(self, *, last_of_version: bool) -> bytes:
+        """The event; only the last change of a version carries ``id``, so a client cut
+        off inside a version resumes from the version before it and misses nothing (an
+        event without ``id`` leaves a client's last event id as it was)."""
+        if self._data is None:
+            body = {"path": self.path, "old": self.old, "new": self.new, "version": self.version}
+            self._data = dumps(body)
+        id_line = f"id: {self.version}\n" if last_of_version else ""
+        return f"event: change\n{id_line}data: {self._data}\n\n".encode()
 
 
 def sse(event: str, version: int, data: Any) -> bytes:
@@ -54,8 +59,22 @@ def sse(event: str, version: int, data: Any) -> bytes:
     return f"event: {event}\nid: {version}\ndata: {dumps(data)}\n\n".encode()
 
 
+def frames(entries: Sequence[Entry]) -> list[bytes]:
+    """``entries`` (whole versions) as events, each version's last one with its id."""
+    return [
+        entry.frame(
+            last_of_version=i + 1 == len(entries) or entries[i + 1].version != entry.version
+        )
+        for i, entry in enumerate(entries)
+    ]
+
+
 class Stream:
-    """One open ``/events`` response: what its pattern lets through, queued for it."""
+    """One open ``/events`` response: what its pattern lets through, queued for it.
+
+    A version's changes are queued together: the manager emits them in one step, with no
+    await between them, so whenever the stream's writer runs, every version it finds
+    queued is whole (an overflow empties the queue and ends the stream)."""
 
     def __init__(self, pattern: Path) -> None:
         self.index: PatternIndex[bool] = PatternIndex()
@@ -63,8 +82,11 @@ class Stream:
         self.queue: asyncio.Queue[Entry | None] = asyncio.Queue(STREAM_QUEUE)
         self.overflowed = False
 
+    def wants(self, entry: Entry) -> bool:
+        return self.index.matches(entry.segments)
+
     def offer(self, entry: Entry) -> None:
-        if self.overflowed or not self.index.matches(entry.segments):
+        if self.overflowed or not self.wants(entry):
             return
         try:
             self.queue.put_nowait(entry)
@@ -73,13 +95,24 @@ class Stream:
             self.close()
 
     def close(self) -> None:
-        """End the stream: its writer sees ``None`` next (room is made for it)."""
-        while True:
-            try:
-                self.queue.put_nowait(None)
-                return
-            except asyncio.QueueFull:
-                self.queue.get_nowait()
+        """End the stream: whatever is queued is dropped and its writer sees ``None``
+        next. Nothing queued was sent, and the client's last id names the last whole
+        version it got, so it gets the dropped changes again when it resumes."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
+
+    async def take(self) -> list[bytes] | None:
+        """Wait for changes; then the events of every version queued (each whole), or
+        ``None`` once the stream has ended (overflowed, or the server stops)."""
+        entries: list[Entry] = []
+        item = await self.queue.get()
+        while item is not None:
+            entries.append(item)
+            if self.queue.empty():
+                return frames(entries)
+            item = self.queue.get_nowait()
+        return None
 
 
 class EventLog:
@@ -120,12 +153,14 @@ class EventLog:
         for stream in self.streams:
             stream.offer(entry)
 
-    def since(self, last_id: int, current: int) -> Iterator[Entry] | None:
-        """Every kept change after version ``last_id``, or ``None`` if some are gone (or
-        the id is not one of this log's: from the future, or negative)."""
+    def since(self, last_id: int, current: int, stream: Stream) -> list[bytes] | None:
+        """The events of every kept change after version ``last_id`` that ``stream``
+        wants, or ``None`` if some are gone (or the id is not one of this log's: from the
+        future, or negative). Every version above ``floor`` is whole in the log."""
         if last_id < self.floor or last_id > current:
             return None
-        return (e for e in self.entries if e.version > last_id)
+        kept = [e for e in self.entries if e.version > last_id and stream.wants(e)]
+        return frames(kept)
 
     def open(self, pattern: Path) -> Stream:
         stream = Stream(pattern)
