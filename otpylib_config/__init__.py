@@ -43,6 +43,7 @@ from otpylib_config.values import Section, thaw
 
 if _typing.TYPE_CHECKING:
     from otpylib_config.sources.consul import ConsulSource
+    from otpylib_config.sources.etcd import EtcdSource
 
 _otp_compat.install()  # Erlang's exit and supervision semantics for every otpylib process
 
@@ -59,6 +60,7 @@ __all__ = [
     "Contribution",
     "DefaultsSource",
     "EnvironmentSource",
+    "EtcdSource",
     "Explanation",
     "FileSource",
     "InvalidPathError",
@@ -86,9 +88,12 @@ __all__ = [
 ]
 
 
-_LAZY = {"ConsulSource": "otpylib_config.sources.consul"}
+_LAZY = {
+    "ConsulSource": "otpylib_config.sources.consul",
+    "EtcdSource": "otpylib_config.sources.etcd",
+}
 """Names imported on first use: their modules pull in aiohttp, which a tree without a
-Consul source never needs (most of ``import otpylib_config``'s time otherwise)."""
+Consul or etcd source never needs (most of ``import otpylib_config``'s time otherwise)."""
 
 
 def __getattr__(name: str) -> _typing.Any:
