@@ -1747,7 +1747,8 @@ async def reads_against_subscript(ctx: Context) -> list[Row]:
 # ---------------------------------------------------------------- admin API (rows 19, 20)
 
 ADMIN_SERVER = Path(admin_server.__file__)
-ADMIN_TOKEN = AdminToken("bench", "bench-write-token-" + "w" * 16, scope="write")
+ADMIN_SECRET = "bench-write-token-" + "w" * 16
+ADMIN_TOKEN = AdminToken("bench", ADMIN_SECRET, scope="write")
 REQUESTS_CONNECTIONS = 8  # row 20: keep-alive connections the load generator keeps busy
 
 
@@ -1756,7 +1757,7 @@ async def admin_put_to_callback(ctx: Context) -> list[Row]:
     """Row 19: an HTTP ``PUT /config/{path}`` to the admin API → the subscriber's callback,
     one write at a time, against the same put made with ``Config.put`` in the process (what
     HTTP, auth, JSON and the audit add)."""
-    headers = {"Authorization": f"Bearer {ADMIN_TOKEN.secret}"}
+    headers = {"Authorization": f"Bearer {ADMIN_SECRET}"}
     admin = AdminSpec(port=0, tokens=[ADMIN_TOKEN], writable=["bench.**"])
     async with (
         otpylib_config.running(spec(small_config(), admin=admin)),

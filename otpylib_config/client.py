@@ -198,3 +198,10 @@ def dump(table: ConfigTable) -> dict[str, Any]:
     assert table.snapshot is not None
     tree = table.snapshot.tree
     return {key: thaw(table.redactor.value(key, value)) for key, value in tree.items()}
+
+
+def dump_at(table: ConfigTable, path: str) -> Any:
+    """The value at ``path`` as ``dump`` shows it (a value inside a secret section is
+    redacted like the section), or ``MISSING``; raises ``InvalidPathError``."""
+    value = _walk(table, path, MISSING)
+    return value if value is MISSING else thaw(table.redactor.value(path, value))

@@ -158,12 +158,12 @@ async def publish(table: ConfigTable, candidate: Candidate, changed: list[Path])
     successor = snapshot.successor(candidate.tree, changed, candidate.model, candidate.raw)
     table.publish(successor)
     table.counters[counters.CHANGES] += len(changed)
+    if telemetry.has_handlers(telemetry.CHANGED):  # before any await: with the publish
+        _emit_changes(table, old_tree, candidate.tree, changed)
     if len(table.subscriptions):
         change = Change(successor.version, changed, old_tree, candidate.tree)
         if table.delivery.hand_over(table.subscriptions, change):
             await process.send(table.notifier_name, WAKE)
-    if telemetry.has_handlers(telemetry.CHANGED):
-        _emit_changes(table, old_tree, candidate.tree, changed)
 
 
 def failure(table: ConfigTable, name: str, error: str, stage: str) -> None:

@@ -21,11 +21,12 @@ import dataclasses
 from typing import Any
 
 from otpylib_config import commit
-from otpylib_config.client import dump, lookup, model_of
+from otpylib_config.client import dump, dump_at, lookup, model_of
 from otpylib_config.provenance import Explanation, explain
 from otpylib_config.sources.runtime import RuntimeSource
 from otpylib_config.spec import ConfigSpec
 from otpylib_config.table import ConfigTable
+from otpylib_config.tree import MISSING
 
 
 class LoadedConfig:
@@ -47,9 +48,15 @@ class LoadedConfig:
         """Which source gave the value at ``path``, from where, and what it overrides."""
         return explain(self._table, path)
 
-    def dump(self) -> dict[str, Any]:
-        """The whole configuration as plain data, secrets redacted."""
-        return dump(self._table)
+    def dump(self, path: str | None = None) -> Any:
+        """The whole configuration as plain data, secrets redacted; with ``path``, the
+        value there, redacted the same way (``KeyError`` if there is none)."""
+        if path is None:
+            return dump(self._table)
+        value = dump_at(self._table, path)
+        if value is MISSING:
+            raise KeyError(path)
+        return value
 
     def __repr__(self) -> str:
         return f"LoadedConfig(id={self._table.spec.id!r})"

@@ -159,13 +159,29 @@ class Status:
 
     @property
     def healthy(self) -> bool:
-        """The tree serves writes and events, and every source loaded (a health check)."""
-        return (
-            self.stopped is None
-            and self.manager_running
-            and all(p.alive for p in self.processes)
-            and all(s.healthy for s in self.sources)
-        )
+        """The tree serves writes and events, and every required source loaded: the one
+        health rule, which ``/health`` and the CLI's ``status`` apply too."""
+        return not self.reasons()
+
+    def reasons(self) -> list[str]:
+        """Why the tree is not healthy, one line per reason (empty when it is): stopped,
+        a process of the tree not running, a required source failing. A failing optional
+        source (one the tree is meant to start without, such as a Consul prefix) is not a
+        reason; its ``SourceStatus.healthy`` says it fails."""
+        reasons = [self.stopped] if self.stopped else []
+        if not self.manager_running:
+            reasons.append("the manager is not running")
+        reasons += [
+            f"the {p.role} process is not running (last exit: {p.last_exit})"
+            for p in self.processes
+            if not p.alive and p.role != "manager"
+        ]
+        reasons += [
+            f"source {s.name} is failing: {s.last_error or 'never loaded'}"
+            for s in self.sources
+            if s.required and not s.healthy
+        ]
+        return reasons
 
 
 @dataclass(eq=False, repr=False)
@@ -245,6 +261,9 @@ class ConfigTable:
     admin_task: asyncio.Task[None] | None = None
     """The admin server's task (:mod:`otpylib_config.admin.server`). Writer: the admin
     process; ``shutdown`` waits for it."""
+    fleet_task: asyncio.Task[None] | None = None
+    """The fleet announcer's task (:mod:`otpylib_config.fleet.announcer`). Writer: the
+    announcer process; ``shutdown`` waits for it (it withdraws the announcement)."""
     sub_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     """Subscription ids. Writer: the subscribing client draws one, so a retried request is
     the same subscription."""

@@ -24,6 +24,14 @@ def test_a_token_repr_and_str_never_show_the_secret() -> None:
     assert repr(token) == "AdminToken(name='ops', secret='****', scope='write')"
 
 
+def test_a_token_keeps_only_a_digest_so_asdict_cannot_show_the_secret() -> None:
+    import dataclasses
+
+    token = AdminToken("ops", SECRET)
+    assert not hasattr(token, "secret")
+    assert SECRET not in str(dataclasses.asdict(AdminSpec(tokens=[token])))
+
+
 def test_a_token_matches_its_own_secret_only() -> None:
     token = AdminToken("ops", SECRET)
     assert token.matches(SECRET.encode())

@@ -23,8 +23,9 @@ from otpylib_config.supervisor import in_process
 from .conftest import Recorder, StartTree, eventually
 from .test_faults import REASONS
 
-WRITE = AdminToken("ops", "w" * 24, scope="write")
-AUTH = {"Authorization": f"Bearer {WRITE.secret}"}
+WRITE_SECRET = "w" * 24
+WRITE = AdminToken("ops", WRITE_SECRET, scope="write")
+AUTH = {"Authorization": f"Bearer {WRITE_SECRET}"}
 
 
 def admin(**options: Any) -> AdminSpec:

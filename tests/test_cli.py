@@ -987,3 +987,42 @@ async def test_watch_refuses_a_bad_pattern(serve: Callable[..., Any]) -> None:
     url = await serve()
     result = await arun_cli("watch", "a.[", env=online_env(url))
     assert result.code == 2
+
+
+# -- input the review found --------------------------------------------------------------------
+
+
+def test_offline_get_inside_a_secret_section_is_redacted_like_the_section(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "secret.toml"
+    config.write_text('[password]\nx = "hunter2-hunter2"\n')
+    result = run_cli("get", "password.x", "--file", str(config))
+    assert (result.code, json.loads(result.out)) == (0, "**redacted**")
+    assert "hunter2" not in result.both
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "http://[::1"])
+def test_a_url_that_cannot_be_parsed_is_a_usage_error(url: str) -> None:
+    result = run_cli("status", "--url", url)
+    assert result.code == 2 and "Traceback" not in result.both
+
+
+async def test_a_token_with_a_trailing_newline_works_and_a_control_character_is_refused(
+    serve: Callable[..., Any],
+) -> None:
+    url = await serve()
+    stripped = await arun_cli("get", "rate_limiting.per_ip", env=online_env(url, READ_TOKEN + "\n"))
+    assert stripped.code == 0 and json.loads(stripped.out) == 10
+    broken = await arun_cli(
+        "get", "rate_limiting.per_ip", env=online_env(url, "ab\x01" + READ_TOKEN)
+    )
+    assert broken.code == 2 and "OTPYLIB_CONFIG_TOKEN" in broken.err
+    assert "Traceback" not in broken.both
+    assert_no_token(stripped, broken)
+
+
+async def test_a_put_value_that_is_not_json_is_never_echoed(serve: Callable[..., Any]) -> None:
+    url = await serve()
+    result = await arun_cli("put", "rate_limiting.per_ip", "sekrit-unquoted", env=online_env(url))
+    assert result.code == 2 and "sekrit-unquoted" not in result.both

@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
@@ -29,9 +30,8 @@ from aiohttp import web
 from otpylib_config.admin import audit
 from otpylib_config.admin.auth import CHALLENGE, Writable, authenticate
 from otpylib_config.admin.events import EventLog, Stream, parse_last_id, sse
-from otpylib_config.admin.jsonable import dumps
 from otpylib_config.admin.options import AdminSpec, AdminToken, Scope
-from otpylib_config.client import ConfigClient, dump
+from otpylib_config.client import ConfigClient, dump, dump_at
 from otpylib_config.errors import (
     ConfigError,
     ConfigTimeoutError,
@@ -40,6 +40,7 @@ from otpylib_config.errors import (
     NotRunningError,
     ValidationError,
 )
+from otpylib_config.jsonable import dumps
 from otpylib_config.paths import Path, parse_path, parse_pattern
 from otpylib_config.table import ConfigTable, Status
 from otpylib_config.tree import MISSING
@@ -117,11 +118,11 @@ def _read(admin: Admin, path: str | None) -> web.Response:
     headers = {"X-Config-Version": str(snapshot.version)}
     if path is None:
         return _json(dump(table), headers=headers)
-    segments = _checked(path)
-    value = snapshot.lookup(".".join(segments))
+    _checked(path)
+    value = dump_at(table, path)
     if value is MISSING:
         raise Problem(404, f"no value at {path}", path=path)
-    return _json(thaw(table.redactor.value(path, value)), headers=headers)
+    return _json(value, headers=headers)
 
 
 # -- input ----------------------------------------------------------------------------------
@@ -143,6 +144,13 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: JSON has no infinity, and no reader could use it
+        raise ValueError(f"{text[:40]} is too large for a number")
+    return value
+
+
 async def _body(request: web.Request, max_body: int) -> Any:
     """The request's JSON body; refused before it is read whole when over the limit."""
     if request.content_type != "application/json":
@@ -154,7 +162,7 @@ async def _body(request: web.Request, max_body: int) -> Any:
         raise Problem(413, f"the body is {length} bytes; the limit is {max_body}")
     raw = await request.read()  # aiohttp stops at client_max_size (= max_body) too
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite)
     except UnicodeDecodeError as exc:
         raise Problem(400, f"the body is not UTF-8 (byte {exc.start})") from None
     except RecursionError:
@@ -243,21 +251,8 @@ async def get_status(request: web.Request) -> web.StreamResponse:
 
 
 async def get_health(request: web.Request) -> web.StreamResponse:
-    reasons = unhealthy(request.app[ADMIN].status())
+    reasons = request.app[ADMIN].status().reasons()
     return _json({"healthy": not reasons, "reasons": reasons}, 503 if reasons else 200)
-
-
-def unhealthy(status: Status) -> list[str]:
-    """Why the tree cannot be trusted now: stopped, no manager, a required source down."""
-    reasons = [status.stopped] if status.stopped else []
-    if not status.manager_running:
-        reasons.append("the manager is not running")
-    reasons += [
-        f"source {s.name} is failing: {s.last_error or 'never loaded'}"
-        for s in status.sources
-        if s.required and not s.healthy
-    ]
-    return reasons
 
 
 async def get_metrics(request: web.Request) -> web.StreamResponse:
@@ -379,7 +374,7 @@ def _classify(request: web.Request, exc: Exception) -> Problem:
     if isinstance(exc, ValidationError):
         problems = [{"path": path, "message": message} for path, message in exc.problems]
         return Problem(422, str(exc), problems=problems)
-    if isinstance(exc, InvalidPathError | InvalidValueError | TypeError):
+    if isinstance(exc, InvalidPathError | InvalidValueError):
         return Problem(400, str(exc))
     if isinstance(exc, ConfigTimeoutError | NotRunningError):
         return Problem(503, str(exc))
@@ -438,6 +433,9 @@ async def _audited(request: web.Request, handler: Handler, admin: Admin) -> web.
     try:
         async with asyncio.timeout(admin.spec.request_timeout):
             response = await handler(request)
+    except asyncio.CancelledError:  # the client left: the write may still have been applied
+        status, outcome = 499, "cancelled"
+        raise
     except Exception as exc:
         problem = _classify(request, exc)
         status, outcome = problem.status, audit.outcome_of(problem.status)

@@ -23,6 +23,7 @@ _OUTCOMES = {
     403: "denied",
     404: "invalid",
     408: "timeout",
+    499: "cancelled",
     413: "invalid",
     415: "invalid",
     422: "rejected",
@@ -31,8 +32,9 @@ _OUTCOMES = {
 
 def outcome_of(status: int) -> str:
     """``ok``, ``invalid`` (a bad request), ``unauthorized``, ``denied`` (scope or
-    writable), ``rejected`` (validation), ``timeout`` (the request took too long), or
-    ``error`` (the tree could not do it)."""
+    writable), ``rejected`` (validation), ``timeout`` (the request took too long),
+    ``cancelled`` (499: the client left; the write may have been applied), or ``error``
+    (the tree could not do it)."""
     return "ok" if status < 400 else _OUTCOMES.get(status, "error")
 
 
@@ -51,7 +53,7 @@ def record(
     log(
         "admin %s %s by %s: %s (%d), version %d",
         request.method,
-        ",".join(paths),
+        _shown(paths),
         "no valid token" if name is None else f"token {name!r}",
         outcome,
         status,
@@ -70,6 +72,12 @@ def record(
             "version": version,
         },
     )
+
+
+def _shown(paths: tuple[str, ...]) -> str:
+    """The paths as ``repr``s, each cut short: a path a client sent may hold a newline,
+    and one audit record must stay one line."""
+    return ", ".join(repr(path if len(path) <= 200 else path[:200] + "...") for path in paths)
 
 
 def _route_path(request: web.Request) -> str:

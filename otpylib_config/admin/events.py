@@ -16,14 +16,13 @@ carries the id, so an id always means "every change up to this version was sent"
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 from otpylib_config import telemetry
-from otpylib_config.admin.jsonable import dumps
+from otpylib_config.jsonable import dumps
 from otpylib_config.paths import Path
 from otpylib_config.patterns import PatternIndex
 
@@ -173,10 +172,5 @@ class EventLog:
 
 def parse_last_id(header: str | None) -> int | None:
     """``Last-Event-ID`` as a version, or ``None`` when absent or not one of ours."""
-    if header is None:
-        return None
-    try:
-        value = json.loads(header.strip())
-    except ValueError:
-        return None
-    return value if type(value) is int and value >= 0 else None
+    text = (header or "").strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 20 else None

@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -45,29 +45,29 @@ class AdminTokenError(ConfigError, ValueError):
 class AdminToken:
     """A bearer token of the admin API: ``name`` is what the audit log shows, ``secret``
     what a client sends (``Authorization: Bearer <secret>``), ``scope`` what it may do
-    (``write`` includes ``read``)."""
+    (``write`` includes ``read``). Only the secret's digest is kept, so no ``repr``,
+    ``dataclasses.asdict`` or dump of a spec can show the secret."""
 
     name: str
-    secret: str = field(compare=False)
+    secret: InitVar[str]
     scope: Scope = "read"
     _digest: bytes = field(init=False, compare=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, secret: str) -> None:
         if not isinstance(self.name, str) or not self.name.isprintable() or not self.name:
             raise AdminTokenError(f"AdminToken name must be a printable str, got {self.name!r}")
         if self.scope not in SCOPES:
             raise AdminTokenError(
                 f"AdminToken {self.name!r}: scope must be 'read' or 'write', got {self.scope!r}"
             )
-        if not isinstance(self.secret, str):
+        if not isinstance(secret, str):
             raise AdminTokenError(f"AdminToken {self.name!r}: the secret must be a str")
-        secret = self.secret.strip()
+        secret = secret.strip()
         if len(secret) < MIN_SECRET_LENGTH or any(c.isspace() for c in secret):
             raise AdminTokenError(
                 f"AdminToken {self.name!r}: the secret must be at least {MIN_SECRET_LENGTH} "
                 "characters without spaces"
             )
-        object.__setattr__(self, "secret", secret)
         object.__setattr__(self, "_digest", _digest(secret.encode()))
 
     @classmethod

@@ -123,10 +123,11 @@ async def _bind(runner: web.AppRunner, table: ConfigTable, spec: AdminSpec, *, r
         site = web.TCPSite(runner, host, port, reuse_address=True)
         try:
             await site.start()
-        except OSError as exc:
+        except Exception as exc:  # OSError mostly; a host name IDNA refuses, say
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             error = AdminBindError(
                 f"config tree {table.spec.id!r}: the admin API cannot listen on "
-                f"{host}:{port}: {exc.strerror or exc}"
+                f"{host}:{port}: {reason}"
             )
             if not retry:
                 raise error from None

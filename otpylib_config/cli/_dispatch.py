@@ -61,6 +61,16 @@ def choose_mode(command: Command, args: argparse.Namespace, environ: Mapping[str
 _HOW = "--spec MODULE:ATTR, or --file PATH / --env-prefix PREFIX"
 
 
+def _token(given: str | None, environ: Mapping[str, str]) -> str | None:
+    """The bearer token, stripped (a mounted secret ends in a newline); a token with a
+    control character inside is a usage error that names where it came from, not it."""
+    where, token = ("--token", given) if given else (f"${TOKEN_ENV}", environ.get(TOKEN_ENV))
+    token = (token or "").strip()
+    if any(not c.isprintable() for c in token):
+        raise UsageError(f"{where} holds a control character; a bearer token cannot")
+    return token or None
+
+
 def _url(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str | None, str]:
     """The admin URL and where it came from (``--url`` or ``$OTPYLIB_CONFIG_URL``)."""
     given = getattr(args, "url", None)
@@ -77,6 +87,6 @@ async def _online(command: Command, args: argparse.Namespace, out: Output) -> in
     assert command.online is not None
     url, _ = _url(args, os.environ)
     assert url is not None
-    token = args.token or os.environ.get(TOKEN_ENV) or None
+    token = _token(args.token, os.environ)
     async with AdminClient(url, token, args.timeout) as client:
         return await command.online(client, args, out)

@@ -7,10 +7,10 @@ installs it.
 
 from __future__ import annotations
 
-import datetime
 import json
 from typing import Any
 
+from otpylib_config import jsonable
 from otpylib_config.cli._errors import UsageError
 
 FORMATS = ("json", "toml", "yaml")
@@ -19,8 +19,8 @@ FORMATS = ("json", "toml", "yaml")
 def to_json(value: Any, *, pretty: bool = True) -> str:
     """``value`` as JSON; TOML dates and times as ISO text, the way the admin API sends them."""
     if pretty:
-        return json.dumps(value, indent=2, ensure_ascii=False, default=_plain)
-    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=_plain)
+        return json.dumps(value, indent=2, ensure_ascii=False, default=jsonable.default)
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=jsonable.default)
 
 
 def compact(value: Any) -> str:
@@ -35,14 +35,6 @@ def render(value: Any, fmt: str, what: str = "the configuration") -> str:
     if fmt == "yaml":
         return _yaml(value)
     return to_json(value)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON data")
 
 
 def _toml(value: Any, what: str) -> str:

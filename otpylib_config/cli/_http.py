@@ -64,7 +64,11 @@ def safe_url(url: str) -> str:
 
 def base_url(url: str) -> str:
     """The admin API's base URL, checked: ``http(s)://host[:port][/prefix]``."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises for a port out of range)
+    except ValueError as exc:
+        raise UsageError(f"--url is not a URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(
             f"--url {safe_url(url)!r} is not an http(s) URL "

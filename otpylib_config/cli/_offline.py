@@ -12,10 +12,10 @@ from typing import Any
 from otpylib_config.cli._errors import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, CliError, UsageError
 from otpylib_config.cli._formats import render, to_json
 from otpylib_config.cli._output import Output
-from otpylib_config.cli._render import ABSENT, explanation_data, explanation_lines, walk
+from otpylib_config.cli._render import explanation_data, explanation_lines
 from otpylib_config.cli._sources import Recipe, build, load_args, problem_lines
 from otpylib_config.errors import ConfigError, InvalidPathError, LoadError
-from otpylib_config.oneshot import load
+from otpylib_config.oneshot import LoadedConfig, load
 from otpylib_config.paths import Path, parse_path
 
 
@@ -27,19 +27,19 @@ def checked_path(path: str) -> Path:
         raise UsageError(str(exc)) from None
 
 
-def subtree(dumped: dict[str, Any], path: str | None) -> Any:
+def subtree(loaded: LoadedConfig, path: str | None) -> Any:
     """The redacted value at ``path`` (the whole dump for ``None``); exit 4 if absent."""
-    if path is None:
-        return dumped
-    value = walk(dumped, checked_path(path))
-    if value is ABSENT:
-        raise CliError(f"no value at {path!r}", EXIT_NOT_FOUND)
-    return value
+    if path is not None:
+        checked_path(path)
+    try:
+        return loaded.dump(path)
+    except KeyError:
+        raise CliError(f"no value at {path!r}", EXIT_NOT_FOUND) from None
 
 
 def show(args: argparse.Namespace, out: Output) -> int:
     """The merged configuration, or the subtree at ``--path``, as a document."""
-    value = subtree(load_args(args).dump(), args.path)
+    value = subtree(load_args(args), args.path)
     what = f"the value at {args.path!r}" if args.path else "the configuration"
     out.text(render(value, args.format, what))
     return EXIT_OK
@@ -47,7 +47,7 @@ def show(args: argparse.Namespace, out: Output) -> int:
 
 def get(args: argparse.Namespace, out: Output) -> int:
     """The value at PATH as JSON (``--raw``: a string as itself); exit 4 if absent."""
-    write_value(subtree(load_args(args).dump(), args.path), args.raw, out)
+    write_value(subtree(load_args(args), args.path), args.raw, out)
     return EXIT_OK
 
 

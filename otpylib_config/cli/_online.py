@@ -16,7 +16,6 @@ from otpylib_config.cli._http import AdminClient
 from otpylib_config.cli._offline import checked_path, write_explanation, write_value
 from otpylib_config.cli._output import Output
 from otpylib_config.cli._render import status_lines
-from otpylib_config.redact import Redactor
 
 
 async def show(client: AdminClient, args: argparse.Namespace, out: Output) -> int:
@@ -49,14 +48,13 @@ async def explain(client: AdminClient, args: argparse.Namespace, out: Output) ->
 
 def parse_value(path: str, text: str) -> Any:
     """VALUE as JSON; a usage error with a hint to quote strings, which is the usual slip.
-    The text is echoed back only when ``path`` is not a secret's."""
+    The text is never echoed back: it may be a secret typed without its quotes."""
     try:
         return json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
-        shown = "****" if Redactor().is_secret(path) else text
         raise UsageError(
-            f"VALUE must be JSON ({exc}); quote a string as JSON, e.g. "
-            f"'\"{shown}\"' for the string {shown}"
+            f"VALUE for {path} must be JSON ({exc}); quote a string as JSON, "
+            """e.g. '"info"' for the string info"""
         ) from None
 
 
