@@ -1026,3 +1026,24 @@ async def test_a_put_value_that_is_not_json_is_never_echoed(serve: Callable[...,
     url = await serve()
     result = await arun_cli("put", "rate_limiting.per_ip", "sekrit-unquoted", env=online_env(url))
     assert result.code == 2 and "sekrit-unquoted" not in result.both
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"event: a\ndata: 1\n\n"],
+        [b"event: a\r", b"\ndata: 1\r\n", b"\r\n"],
+        [b"event: a\rdata: 1\r\r"],
+        [b"ev", b"ent: a\n", b"data", b": 1\n", b"\n"],
+    ],
+)
+async def test_watch_splits_lines_at_any_newline_across_chunks(chunks: list[bytes]) -> None:
+    from otpylib_config.cli._watch import _lines
+
+    class Body:
+        async def iter_any(self) -> AsyncIterator[bytes]:
+            for chunk in chunks:
+                yield chunk
+
+    lines = [line async for line in _lines(Body())]  # type: ignore[arg-type]
+    assert lines == ["event: a", "data: 1", ""]

@@ -191,15 +191,21 @@ async def _events(body: aiohttp.StreamReader, follower: Follower) -> AsyncIterat
 
 
 async def _lines(body: aiohttp.StreamReader) -> AsyncIterator[str]:
-    """Lines of the body (``\\n``, ``\\r\\n`` or ``\\r``), however long, up to MAX_LINE."""
-    pending = b""
+    """Lines of the body (``\\n``, ``\\r\\n`` or ``\\r``), however long, up to MAX_LINE.
+    Only each new chunk is scanned, so a long line (a big snapshot) costs its length once."""
+    pending = bytearray()
+    held = False  # the last chunk ended in \r: maybe half of a \r\n
     async for chunk in body.iter_any():
-        pending += chunk
-        held = pending.endswith(b"\r")  # may be half of a \r\n split between chunks
-        text = pending[:-1] if held else pending
-        *complete, pending = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-        pending += b"\r" if held else b""
-        for line in complete:
-            yield line.decode("utf-8", "replace")
+        if held:
+            chunk = b"\r" + chunk
+        held = chunk.endswith(b"\r")
+        parts = (chunk[:-1] if held else chunk).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        first, *rest = parts.split(b"\n")
+        pending += first
+        for part in rest:
+            yield pending.decode("utf-8", "replace")
+            pending = bytearray(part)
         if len(pending) > MAX_LINE:
             raise CliError("the server sent a line longer than 64 MiB", EXIT_SERVER)
+    if held:  # a \r at the very end ends its line too
+        yield pending.decode("utf-8", "replace")
