@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import gc
 import importlib.metadata
@@ -115,6 +116,9 @@ class Sizes:
     stall_reloads: int = 5  # row 12
     wide_keys: int = 100_000  # row 16: keys in the one flat section
     fanout_puts: int = 2  # row 17: individually timed puts per batch (10x with none)
+    fleet_nodes: int = 16  # rows 21a and 21b: node processes
+    fleet_writes: int = 50  # rows 21a and 21b
+    cached_starts: int = 5  # row 21c: node starts while etcd is down
 
 
 FULL = Sizes()
@@ -130,6 +134,9 @@ QUICK = Sizes(
     stall_sections=20,
     stall_reloads=2,
     wide_keys=2_000,
+    fleet_nodes=4,
+    fleet_writes=5,
+    cached_starts=1,
 )
 
 
@@ -1882,6 +1889,345 @@ async def settle(arrived: asyncio.Event, limit_s: float = 2.0, quiet_s: float = 
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(arrived.wait(), limit_s)
     await asyncio.sleep(quiet_s)
+
+
+# --------------------------------------------------------------- a fleet (rows 21a-21c)
+
+FLEET_NODE = HERE / "fleet_node.py"
+ETCD_PREFIX, CONSUL_PREFIX = "/bench/fleet/", "bench/fleet/"
+FLEET_KEY = "value"  # under the prefix: the path every node subscribes to (fleet_node.PATH)
+FLEET_TARGET_MS = 200.0  # rows 21a and 21b: p99 of the write → the last node's callback
+FLEET_START_LIMIT_S = 60.0  # nodes not all ready by then fail the run (16 on 2 cores: ~5 s)
+FLEET_LIMIT_S = 5.0  # a write not seen by every node by then counts as lost
+FLEET_PAUSE_S = 0.1  # between writes: ConsulSource leaves min_interval (0.1 s) between two
+# blocking queries, so with a shorter pause row 21b would time that throttle, not the fan-out
+FLEET_STOP_LIMIT_S = 10.0  # a node that has not exited this long after its stdin closed is killed
+CACHED_VALUE = 4242  # row 21c: what etcd holds when the cache is written
+ETCD_MISSING = "n/a (etcd-server not installed)"
+
+
+def etcd_harness() -> Any:
+    """``tests/etcd_cluster.py``, the test suite's real etcd processes (as row 8 imports the
+    loopback Consul server)."""
+    sys.path.insert(0, str(HERE.parent))
+    import tests.etcd_cluster
+
+    return tests.etcd_cluster
+
+
+@dataclass
+class FleetNode:
+    """One ``fleet_node.py`` process; ``spawned`` is ``time.monotonic()`` just before it."""
+
+    process: asyncio.subprocess.Process
+    log: Path
+    spawned: float
+    ready: asyncio.Future[dict[str, Any]]
+    reader: asyncio.Task[None] | None = None
+
+
+class Fleet:
+    """Node processes and, per value, the ``time.monotonic()`` of each node's callback.
+
+    The nodes take their times with ``time.monotonic()`` too: on Linux that is
+    CLOCK_MONOTONIC, one clock for the whole system, so a node's time and the time this
+    process took just before a write (or a spawn) are on the same clock and subtract.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.nodes: list[FleetNode] = []
+        self.arrivals: dict[Any, list[float]] = {}
+        self.waiting: dict[Any, asyncio.Future[list[float]]] = {}
+
+    async def spawn(self, argv: list[str], log: Path) -> FleetNode:
+        loop = asyncio.get_running_loop()
+        with log.open("wb") as stderr:
+            spawned = time.monotonic()
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(FLEET_NODE),
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+            )
+        node = FleetNode(process, log, spawned, loop.create_future())
+        self.nodes.append(node)
+        node.reader = asyncio.create_task(self._read(node))
+        return node
+
+    async def _read(self, node: FleetNode) -> None:
+        assert node.process.stdout is not None
+        async for line in node.process.stdout:
+            if not line.startswith(b"{"):
+                continue
+            message = json.loads(line)
+            if message["event"] == "ready":
+                if not node.ready.done():
+                    node.ready.set_result(message)
+            else:
+                self.arrivals.setdefault(message["value"], []).append(message["t"])
+                self._check(message["value"])
+        if not node.ready.done():
+            await node.process.wait()
+            tail = node.log.read_text(errors="replace")[-2000:]
+            node.ready.set_exception(
+                RuntimeError(f"a fleet node exited ({node.process.returncode}): {tail}")
+            )
+
+    async def wait_ready(self) -> list[dict[str, Any]]:
+        """Every node's ready message (its first value), within ``FLEET_START_LIMIT_S``."""
+        async with asyncio.timeout(FLEET_START_LIMIT_S):
+            return list(await asyncio.gather(*(node.ready for node in self.nodes)))
+
+    def expect(self, value: Any) -> asyncio.Future[list[float]]:
+        """A future of every node's callback time for ``value``, once all have one."""
+        self.waiting[value] = asyncio.get_running_loop().create_future()
+        self._check(value)
+        return self.waiting[value]
+
+    def _check(self, value: Any) -> None:
+        waiting, times = self.waiting.get(value), self.arrivals.get(value, [])
+        if waiting is not None and not waiting.done() and len(times) >= self.count:
+            waiting.set_result(sorted(times))
+
+    async def close(self, *, kill: bool) -> None:
+        """Close every node's stdin (it stops its tree and exits), or ``kill`` them; a node
+        still running after ``FLEET_STOP_LIMIT_S`` is killed either way."""
+        for node in self.nodes:
+            if node.process.returncode is None:
+                if kill:
+                    with contextlib.suppress(ProcessLookupError):
+                        node.process.kill()
+                elif node.process.stdin is not None:
+                    node.process.stdin.close()
+        for node in self.nodes:
+            try:
+                await asyncio.wait_for(node.process.wait(), FLEET_STOP_LIMIT_S)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    node.process.kill()
+                await node.process.wait()
+            if node.reader is not None:
+                node.reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await node.reader
+            if node.ready.done() and not node.ready.cancelled():
+                node.ready.exception()  # retrieved: a node that died is reported once
+
+
+@asynccontextmanager
+async def fleet(count: int, argv: list[str], directory: Path) -> AsyncIterator[Fleet]:
+    """``count`` nodes ``fleet_node.py *argv``, all ready (each has its first value and its
+    subscription); stopped on the way out, killed if anything failed."""
+    nodes, ok = Fleet(count), False
+    try:
+        for i in range(count):
+            await nodes.spawn(argv, directory / f"node-{i}.log")
+        await nodes.wait_ready()
+        yield nodes
+        ok = True
+    finally:
+        await nodes.close(kill=not ok)
+
+
+async def fleet_latencies(
+    nodes: Fleet, write: Callable[[int], Awaitable[object]], writes: int
+) -> tuple[list[float], list[float]]:
+    """Seconds from just before ``write(value)`` to the last node's callback for it, and to
+    the first node's, for values 1 to ``writes``, one at a time; a write that some node has
+    not seen within ``FLEET_LIMIT_S`` gives no sample (lost). One untimed write first proves
+    every node's watch is live."""
+    warm = nodes.expect(-1)
+    await write(-1)
+    try:
+        await asyncio.wait_for(warm, FLEET_LIMIT_S)
+    except TimeoutError:
+        raise RuntimeError(
+            f"the warm-up write reached {len(nodes.arrivals.get(-1, []))} of "
+            f"{nodes.count} nodes in {FLEET_LIMIT_S:g}s"
+        ) from None
+    await asyncio.sleep(FLEET_PAUSE_S)
+    last: list[float] = []
+    first: list[float] = []
+    for value in range(1, writes + 1):
+        seen = nodes.expect(value)
+        started = time.monotonic()
+        await write(value)
+        with contextlib.suppress(TimeoutError):
+            times = await asyncio.wait_for(seen, FLEET_LIMIT_S)
+            last.append(times[-1] - started)
+            first.append(times[0] - started)
+        await asyncio.sleep(FLEET_PAUSE_S)
+    return last, first
+
+
+async def etcd_put(http: aiohttp.ClientSession, url: str, key: str, value: str) -> None:
+    """``POST /v3/kv/put`` to etcd's JSON gateway (key and value base64)."""
+    body = {
+        "key": base64.b64encode(key.encode()).decode(),
+        "value": base64.b64encode(value.encode()).decode(),
+    }
+    async with http.post(f"{url}/v3/kv/put", json=body) as response:
+        response.raise_for_status()
+        await response.read()
+
+
+@asynccontextmanager
+async def etcd_member(directory: Path) -> AsyncIterator[Any]:
+    """One real etcd member (``tests/etcd_cluster.py``) on free loopback ports, stopped on
+    the way out; its start and stop block, so they run in a thread."""
+    cluster = await asyncio.to_thread(etcd_harness().EtcdCluster.start, directory)
+    try:
+        yield cluster
+    finally:
+        await asyncio.to_thread(cluster.stop)
+
+
+def fleet_row(row_id: str, name: str, samples: list[float], writes: int) -> Row:
+    return latency_row(
+        row_id,
+        name,
+        samples,
+        attempts=writes,
+        p50_target_ms=None,
+        p99_target_ms=FLEET_TARGET_MS,
+        tries="writes",
+    )
+
+
+@benchmark("fleet_etcd")
+async def fleet_etcd(ctx: Context) -> list[Row]:
+    """Row 21a: a write to etcd → the subscriber callback in the last of ``fleet_nodes``
+    node processes.
+
+    One etcd member (the test suite's harness, real etcd). Each node (``fleet_node.py``) is a
+    tree whose only source is ``EtcdSource`` on one prefix, subscribed to one key; it prints
+    the value and ``time.monotonic()`` in its callback. Once all are ready and an untimed
+    write has reached all, ``fleet_writes`` writes are made one at a time with an HTTP
+    ``POST /v3/kv/put``, each timed from just before the request to the callback of the
+    last node to see it (``FLEET_PAUSE_S`` apart).
+    """
+    count, writes = ctx.sizes.fleet_nodes, ctx.sizes.fleet_writes
+    name = f"etcd write → subscriber callback on all {count} nodes (a process each)"
+    if etcd_harness().ETCD is None:
+        target = f"p99 ≤ {FLEET_TARGET_MS:g} ms"
+        return [Row("21a", name, ETCD_MISSING, target=target, verdict="n/a")]
+    with tempfile.TemporaryDirectory() as tmp:
+        async with etcd_member(Path(tmp) / "etcd") as etcd, aiohttp.ClientSession() as http:
+
+            async def put(value: int) -> None:
+                await etcd_put(http, etcd.url, ETCD_PREFIX + FLEET_KEY, str(value))
+
+            await put(0)
+            async with fleet(count, ["etcd", etcd.url, ETCD_PREFIX], Path(tmp)) as nodes:
+                last, first = await fleet_latencies(nodes, put, writes)
+    ctx.raw["fleet_etcd"] = {
+        "nodes": count,
+        "attempts": writes,
+        "samples_s": last,
+        "first_node_s": first,
+    }
+    return [fleet_row("21a", name, last, writes)]
+
+
+@benchmark("fleet_consul")
+async def fleet_consul(ctx: Context) -> list[Row]:
+    """Row 21b: row 21a's fleet against the loopback Consul server (``ConsulSource``, each
+    node holding a blocking query), run in this process as in row 8, for comparison; the
+    writes are HTTP PUTs to ``/v1/kv/...``. Compared with row 21a's p50 when it ran."""
+    sys.path.insert(0, str(HERE.parent))
+    from tests.consul_server import ConsulServer
+
+    count, writes = ctx.sizes.fleet_nodes, ctx.sizes.fleet_writes
+    key = CONSUL_PREFIX + FLEET_KEY
+    async with ConsulServer(jitter=False) as consul, aiohttp.ClientSession() as http:
+        consul.put(key, "0")
+
+        async def put(value: int) -> None:
+            async with http.put(f"{consul.url}/v1/kv/{key}", data=str(value)) as response:
+                response.raise_for_status()
+                await response.read()
+
+        with tempfile.TemporaryDirectory() as tmp:
+            async with fleet(count, ["consul", consul.url, CONSUL_PREFIX], Path(tmp)) as nodes:
+                last, first = await fleet_latencies(nodes, put, writes)
+    ctx.raw["fleet_consul"] = {
+        "nodes": count,
+        "attempts": writes,
+        "samples_s": last,
+        "first_node_s": first,
+    }
+    name = f"Consul (loopback server) write → subscriber callback on all {count} nodes"
+    row = fleet_row("21b", name, last, writes)
+    etcd = ctx.raw.get("fleet_etcd", {}).get("samples_s")
+    if not etcd or not last:
+        why = ETCD_MISSING if etcd_harness().ETCD is None else "n/a (row 21a not run)"
+        return [replace(row, compared_with=f"etcd fleet (21a): {why}", ratio="n/a")]
+    etcd_p50 = percentile(etcd, 50)
+    return [
+        replace(
+            row,
+            compared_with=f"etcd fleet (21a) p50 {etcd_p50 * 1e3:.1f} ms",
+            ratio=fmt_ratio(percentile(last, 50) / etcd_p50),
+        )
+    ]
+
+
+@benchmark("fleet_cache")
+async def fleet_cached_start(ctx: Context) -> list[Row]:
+    """Row 21c: a node started while etcd is down serves the value it cached.
+
+    One node with ``EtcdSource(cache_path=...)`` runs against etcd until the cache file is
+    written (the source writes it when the tree accepts a layer), and stops; etcd is
+    stopped; then the node is started ``cached_starts`` times, each timed from just before
+    the spawn to the moment its first value is there (the node's ``time.monotonic()``),
+    and each must serve the cached value with the source reported failing.
+
+    Target: the cached value, and a start within ``EtcdSource``'s ``timeout`` (2 s) + 1 s.
+    A stopped etcd refuses the connection and the load fails at once; an etcd host that is
+    gone makes the load wait out ``timeout`` (split across the endpoints) before it falls
+    back to the cache. Either way the service must be up on its cached values within that
+    bound plus an interpreter's cold start (row 10: ~0.2 s; the second's margin also covers
+    a loaded machine), not wait for etcd.
+    """
+    name = "node started while etcd is down → first value (from its cache)"
+    limit_s = 2.0 + 1.0  # EtcdSource's default timeout + 1 s (the node uses the default)
+    target = f"the cached value, start ≤ {limit_s:g} s"
+    if etcd_harness().ETCD is None:
+        return [Row("21c", name, ETCD_MISSING, target=target, verdict="n/a")]
+    starts: list[float] = []
+    served: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp) / "cache.json"
+        async with etcd_member(Path(tmp) / "etcd") as etcd:
+            argv = ["etcd", etcd.url, ETCD_PREFIX, "--cache", str(cache)]
+            async with aiohttp.ClientSession() as http:
+                await etcd_put(http, etcd.url, ETCD_PREFIX + FLEET_KEY, str(CACHED_VALUE))
+            async with fleet(1, argv, Path(tmp)):
+                deadline = time.monotonic() + FLEET_LIMIT_S
+                while not cache.exists():
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"no cache written at {cache} in {FLEET_LIMIT_S:g}s")
+                    await asyncio.sleep(0.01)
+        for _ in range(ctx.sizes.cached_starts):  # etcd is down: its port refuses
+            async with fleet(1, argv, Path(tmp)) as nodes:
+                (ready,) = await nodes.wait_ready()
+                starts.append(ready["t"] - nodes.nodes[0].spawned)
+                served.append(ready)
+    wrong = [r for r in served if r["value"] != CACHED_VALUE or r["healthy"]]
+    ctx.raw["fleet_cache"] = {
+        "start_s": starts,
+        "served": [r["value"] for r in served],
+        "healthy": [r["healthy"] for r in served],
+    }
+    median, worst = statistics.median(starts) * 1e3, max(starts) * 1e3
+    plural = "s" if len(starts) != 1 else ""
+    ours = f"{median:.0f} ms (max {worst:.0f} ms, {len(starts)} start{plural}), "
+    ours += "cached value served" if not wrong else f"served {wrong[0]}, not {CACHED_VALUE}"
+    ok = not wrong and max(starts) <= limit_s
+    return [Row("21c", name, ours, target=target, verdict=verdict(ok))]
 
 
 # ------------------------------------------------------------------------------ driver

@@ -51,6 +51,9 @@ ROWS = {
     "18b": "first `Config.get_nowait(path)` after a change",
     "19": "admin `PUT /config/{path}` → subscriber callback",
     "20": "admin `GET /config/{path}`",
+    "21a": "etcd write → subscriber callback on all",
+    "21b": "Consul (loopback server) write → subscriber callback on all",
+    "21c": "node started while etcd is down",
 }
 BASELINE_ROWS = ("2b", "3b", "4b", "10a", "10b", "10c", "10d", "10f")
 """Rows that need a virtualenv the smoke test does not build (0.2.9 or a cold-start peer)."""
