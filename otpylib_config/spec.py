@@ -14,6 +14,7 @@ from otpylib_config.sources.runtime import RuntimeSource
 
 if TYPE_CHECKING:
     from otpylib_config.admin import AdminSpec
+    from otpylib_config.fleet import FleetSpec
 
 DEFAULT_RELOAD_INTERVAL = 30.0
 DEFAULT_WRITE_TIMEOUT = 5.0
@@ -56,7 +57,8 @@ class ConfigSpec:
     holds. The default, ``DEFAULT_SECRET_PATTERNS``, is the built-in word list.
 
     ``admin``: an :class:`~otpylib_config.admin.AdminSpec` runs the admin HTTP API as a
-    child of the tree (docs/admin.md); ``None``, the default, runs none.
+    child of the tree (docs/admin.md); ``None``, the default, runs none. ``fleet``: a
+    :class:`~otpylib_config.fleet.FleetSpec` announces the tree in etcd (docs/fleet.md).
     """
 
     id: str = "default"
@@ -77,6 +79,7 @@ class ConfigSpec:
     env_file_optional: bool = False
     strict_env: bool = False
     admin: AdminSpec | None = None
+    fleet: FleetSpec | None = None
     runtime: RuntimeSource = field(init=False)
 
     def resolved_profile(self, variables: Mapping[str, str] | None = None) -> str | None:
@@ -115,5 +118,10 @@ class ConfigSpec:
 
             if not isinstance(self.admin, AdminSpec):
                 raise TypeError(f"ConfigSpec.admin must be an AdminSpec, got {self.admin!r}")
+        if self.fleet is not None:
+            from otpylib_config.fleet import FleetSpec
+
+            if not isinstance(self.fleet, FleetSpec):
+                raise TypeError(f"ConfigSpec.fleet must be a FleetSpec, got {self.fleet!r}")
         object.__setattr__(self, "sources", loaded)
         object.__setattr__(self, "runtime", runtimes[0] if runtimes else RuntimeSource())

@@ -67,6 +67,7 @@ class ConfigSupervisor(metaclass=OTPModule, behavior=SUPERVISOR, version="1.0.0"
             ),
             *_watcher_specs(table),
             *_admin_specs(table),
+            *_fleet_specs(table),
         ]
         return (children, options)
 
@@ -115,6 +116,19 @@ def _admin_specs(table: ConfigTable) -> list[supervisor.child_spec]:
     return [
         supervisor.child_spec(
             id="admin", module=AdminServer, args=table, name=table.name_of("admin")
+        )
+    ]
+
+
+def _fleet_specs(table: ConfigTable) -> list[supervisor.child_spec]:
+    """The fleet announcer's process, when the spec asks for one."""
+    if table.spec.fleet is None:
+        return []
+    from otpylib_config.fleet.announcer import FleetAnnouncer
+
+    return [
+        supervisor.child_spec(
+            id="fleet", module=FleetAnnouncer, args=table, name=table.name_of("fleet")
         )
     ]
 
@@ -182,6 +196,10 @@ async def shutdown(spec_id: str) -> None:
         from otpylib_config.admin.server import stop as stop_admin
 
         await stop_admin(table)
+    if table.fleet_task is not None:
+        from otpylib_config.fleet.announcer import stop as stop_fleet
+
+        await stop_fleet(table)
     await _cancel_leftovers(table)
     await table.persistence.close()  # waits for a compaction in flight
 

@@ -27,6 +27,11 @@ tell several trees of a process apart (the metrics label them by it):
 ``config.admin.write``        [duration_s]  token, method, path, outcome, status, version
                               (a write through the admin API: the token's name, never
                               its secret; no values)
+``config.fleet.announced``    [duration_s]  node, key, version, config_hash, healthy, reason
+                              (start, new lease, change, refresh): written to etcd
+``config.fleet.error``        [count=1]  node, key, stage (grant, keepalive, put, revoke),
+                              error: etcd did not take it; the announcer retries
+``config.fleet.withdrawn``    [count=1]  node, key, revoked: the announcer stopped
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ MANAGER_RESTARTED = "config.manager.restarted"
 PROCESS_EXITED = "config.process.exited"
 TREE_STOPPED = "config.tree.stopped"
 ADMIN_WRITE = "config.admin.write"
+FLEET_ANNOUNCED = "config.fleet.announced"
+FLEET_ERROR = "config.fleet.error"
+FLEET_WITHDRAWN = "config.fleet.withdrawn"
 
 Measurements = Mapping[str, float]
 Metadata = Mapping[str, Any]

@@ -283,33 +283,33 @@ def test_main_returns_exit_codes_instead_of_exiting(capsys: pytest.CaptureFixtur
 
 
 def test_the_registry_takes_command_groups(app: Path, env: dict[str, str]) -> None:
-    """What ``fleet status`` / ``fleet wait`` will be: a group registered by its module."""
+    """A group registered by its own module, as ``fleet`` is."""
     script = textwrap.dedent(
         """
         import sys
         from otpylib_config.cli import Command, main, register
 
         def status(args, out):
-            out.line(f"fleet status of {args.files[0][0]}")
+            out.line(f"demo status of {args.files[0][0]}")
             return 0
 
-        register(Command("fleet", "fleets", "Fleet commands.", children=(
-            Command("status", "fleet status", "Status of a fleet.", offline=status),
+        register(Command("demo", "demos", "Demo commands.", children=(
+            Command("status", "demo status", "Status of a demo.", offline=status),
         )))
         sys.exit(main(sys.argv[1:]))
         """
     )
     config = str(app / "config.toml")
     done = subprocess.run(
-        [sys.executable, "-c", script, "fleet", "status", "--file", config],
+        [sys.executable, "-c", script, "demo", "status", "--file", config],
         capture_output=True, text=True, env=env, timeout=TIMEOUT, check=False,
     )  # fmt: skip
-    assert done.returncode == 0 and done.stdout == f"fleet status of {config}\n"
+    assert done.returncode == 0 and done.stdout == f"demo status of {config}\n"
     usage = subprocess.run(
-        [sys.executable, "-c", script, "fleet", "status"],
+        [sys.executable, "-c", script, "demo", "status"],
         capture_output=True, text=True, env=env, timeout=TIMEOUT, check=False,
     )  # fmt: skip
-    assert usage.returncode == 2 and "otpylib-config fleet status: error" in usage.stderr
+    assert usage.returncode == 2 and "otpylib-config demo status: error" in usage.stderr
 
 
 def test_usage_errors_exit_2_with_a_pointer_to_help(env: dict[str, str]) -> None:

@@ -227,3 +227,5 @@ register(
         online=_online("watch"),
     )
 )
+
+from otpylib_config.cli import _fleet  # noqa: E402, F401  (registers the fleet group)

@@ -23,6 +23,8 @@ OFFLINE_OPTIONS = "--spec/--file/--env-prefix"
 
 def run(command: Command, args: argparse.Namespace, out: Output) -> int:
     """Run ``command`` in the mode the arguments choose; its exit code."""
+    if command.direct is not None:
+        return command.direct(args, out)
     mode = choose_mode(command, args, os.environ)
     if mode == "offline":
         assert command.offline is not None

@@ -25,8 +25,9 @@ Inspect and operate otpylib-config configurations.
 Offline, from the application's own sources (--spec module:attribute, or --file and
 --env-prefix): show, get, explain, validate and diff see exactly what the service would
 load at start-up. Online, against a running tree's admin API (--url, or $OTPYLIB_CONFIG_URL):
-show, get, explain, put, delete, reload, status and watch. Values are printed redacted
-as dump() redacts them."""
+show, get, explain, put, delete, reload, status and watch. Against etcd, where trees
+with ConfigSpec(fleet=...) announce themselves: fleet status and fleet wait. Values are
+printed redacted as dump() redacts them."""
 
 EPILOG = f"""\
 examples:
@@ -36,12 +37,14 @@ examples:
   {PROG} get database.pool_size --url http://127.0.0.1:8081
   {PROG} put rate_limiting.per_ip 200 --url http://127.0.0.1:8081
   {PROG} watch 'rate_limiting.**' --url http://127.0.0.1:8081
+  {PROG} fleet wait --hash 3f2a9c1 --nodes 3 --etcd http://127.0.0.1:2379
 
 Run '{PROG} COMMAND --help' for the options of a command.
 
 environment:
   {URL_ENV}    admin API base URL (like --url)
   {TOKEN_ENV}  bearer token (like --token; preferred: a flag shows in ps)
+  OTPYLIB_CONFIG_ETCD   etcd endpoints for the fleet commands, comma-separated
   NO_COLOR              set to turn colour off (colour is only used on a terminal)
 
 {EXIT_CODES_HELP}"""
@@ -205,9 +208,10 @@ def _epilog(command: Command, prog: str) -> str:
     modes = " and ".join(command.modes)
     where = f"runs {modes}" if command.modes else "a group of commands"
     examples = command.examples.replace("{prog}", PROG)
-    return (
-        f"examples:\n{examples}\n\n" if examples else ""
-    ) + f"{prog} {where}.\n\n{EXIT_CODES_HELP}"
+    head = f"examples:\n{examples}\n\n" if examples else ""
+    if command.direct is not None:
+        return head + (command.exit_codes or EXIT_CODES_HELP)
+    return head + f"{prog} {where}.\n\n{command.exit_codes or EXIT_CODES_HELP}"
 
 
 def _version() -> str:

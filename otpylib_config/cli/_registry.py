@@ -21,6 +21,8 @@ OfflineRun = Callable[[argparse.Namespace, "Output"], int]
 """Reads the sources named on the command line and returns the exit code."""
 OnlineRun = Callable[["AdminClient", argparse.Namespace, "Output"], Awaitable[int]]
 """Talks to the server through a connected client and returns the exit code."""
+DirectRun = Callable[[argparse.Namespace, "Output"], int]
+"""Runs by itself, with neither the sources nor the admin API (``fleet`` reads etcd)."""
 
 
 def _no_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +32,9 @@ def _no_arguments(parser: argparse.ArgumentParser) -> None:
 @dataclass(frozen=True)
 class Command:
     """One subcommand. ``summary`` is its line in the command list, ``description`` and
-    ``examples`` its ``--help``; a group (``children``) runs nothing itself."""
+    ``examples`` its ``--help``; a group (``children``) runs nothing itself. A command runs
+    offline and/or online, or ``direct``: by itself, with options of its own only.
+    ``exit_codes``: its own ``--help`` text for them, when the general one does not fit."""
 
     name: str
     summary: str
@@ -39,6 +43,8 @@ class Command:
     arguments: Callable[[argparse.ArgumentParser], None] = _no_arguments
     offline: OfflineRun | None = None
     online: OnlineRun | None = None
+    direct: DirectRun | None = None
+    exit_codes: str = ""
     children: tuple[Command, ...] = field(default=())
 
     @property
@@ -56,7 +62,7 @@ def register(command: Command) -> Command:
     """Add a top-level command (or group); a second one of the same name is a bug."""
     if command.name in _COMMANDS:
         raise ValueError(f"the command {command.name!r} is registered twice")
-    if not command.children and not command.modes:
+    if not command.children and not command.modes and command.direct is None:
         raise ValueError(f"the command {command.name!r} has no way to run")
     _COMMANDS[command.name] = command
     return command

@@ -74,6 +74,13 @@ class TokenRejected(EtcdError):
     """etcd called the token invalid or expired: authenticate again."""
 
 
+class LeaseNotFound(EtcdError):
+    """etcd does not know the lease (it expired, was revoked, or etcd lost its data)."""
+
+
+LEASE_NOT_FOUND = "requested lease not found"
+
+
 @dataclass(frozen=True, slots=True)
 class KV:
     key: bytes
@@ -263,6 +270,80 @@ class EtcdClient:
                 f"etcd at {endpoint} refused {what}: {message}", retry_after=self.slow_retry
             )
         return EtcdError(f"etcd at {endpoint} answered {status} to {what}: {message}")
+
+    # -- writes and leases (the fleet announcer: docs/fleet.md) ----------------------------
+
+    async def put(self, key: bytes, value: bytes, *, lease: int = 0, timeout: float) -> int:
+        """``POST /v3/kv/put``: write ``key`` (attached to ``lease`` unless 0); the revision
+        of the write. Raises :class:`LeaseNotFound` if etcd does not know the lease."""
+        body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+        if lease:
+            body["lease"] = str(lease)
+        answer = await self._lease_call("/v3/kv/put", body, f"the put of {_show(key)}", timeout)
+        return _revision(answer, f"the put of {_show(key)}")
+
+    async def delete(self, key: bytes, *, timeout: float) -> int:
+        """``POST /v3/kv/deleterange`` of one key; how many keys were deleted (0 or 1)."""
+        what = f"the delete of {_show(key)}"
+        answer = await self.call(
+            "/v3/kv/deleterange", {"key": _b64(key)}, what=what, timeout=timeout
+        )
+        return _int(answer, "deleted", what)
+
+    async def grant(self, ttl: int, *, timeout: float) -> tuple[int, int]:
+        """``POST /v3/lease/grant``: a new lease of ``ttl`` seconds; its ``(id, ttl)``."""
+        what = f"the grant of a {ttl}s lease"
+        answer = await self.call("/v3/lease/grant", {"TTL": str(ttl)}, what=what, timeout=timeout)
+        if answer.get("error"):
+            raise EtcdError(f"etcd refused {what}: {answer['error']}")
+        lease, granted = _int(answer, "ID", what), _int(answer, "TTL", what)
+        if lease == 0 or granted <= 0:
+            raise EtcdError(f"etcd's answer to {what} holds no lease")
+        return lease, granted
+
+    async def keepalive(self, lease: int, *, timeout: float) -> int:
+        """One ``POST /v3/lease/keepalive`` round: the lease's TTL from now, in seconds;
+        0 when etcd no longer has the lease (expired, revoked, or lost with etcd's data)."""
+        what = f"the keepalive of lease {lease:x}"
+        try:
+            answer = await self._lease_call(
+                "/v3/lease/keepalive", {"ID": str(lease)}, what, timeout
+            )
+        except LeaseNotFound:
+            return 0
+        error = answer.get("error")
+        if error is not None:  # a stream's error comes with status 200
+            text = _message(error) or "unknown error"
+            if LEASE_NOT_FOUND in text:
+                return 0
+            raise EtcdError(f"etcd failed {what}: {text}")
+        result = answer.get("result")
+        if not isinstance(result, dict):
+            raise EtcdError(f"etcd's answer to {what} has no result")
+        return _int(result, "TTL", what)
+
+    async def revoke(self, lease: int, *, timeout: float) -> bool:
+        """``POST /v3/lease/revoke``: end the lease and delete every key attached to it;
+        ``False`` if etcd did not know it (already gone)."""
+        what = f"the revoke of lease {lease:x}"
+        try:
+            await self._lease_call("/v3/lease/revoke", {"ID": str(lease)}, what, timeout)
+        except LeaseNotFound:
+            return False
+        return True
+
+    async def _lease_call(
+        self, path: str, body: dict[str, Any], what: str, timeout: float
+    ) -> dict[str, Any]:
+        """:meth:`call`, with etcd's "requested lease not found" as :class:`LeaseNotFound`."""
+        try:
+            return await self.call(path, body, what=what, timeout=timeout)
+        except LeaseNotFound:
+            raise
+        except EtcdError as exc:
+            if LEASE_NOT_FOUND in str(exc) and not isinstance(exc, Unreachable):
+                raise LeaseNotFound(f"etcd does not know the lease of {what}") from None
+            raise
 
     # -- authentication --------------------------------------------------------------------
 
