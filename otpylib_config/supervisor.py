@@ -66,8 +66,7 @@ class ConfigSupervisor(metaclass=OTPModule, behavior=SUPERVISOR, version="1.0.0"
                 id="notifier", module=ConfigNotifier, args=table, name=table.notifier_name
             ),
             *_watcher_specs(table),
-            *_admin_specs(table),
-            *_fleet_specs(table),
+            *_optional_specs(table),
         ]
         return (children, options)
 
@@ -107,29 +106,21 @@ def _watcher_specs(table: ConfigTable) -> list[supervisor.child_spec]:
     ]
 
 
-def _admin_specs(table: ConfigTable) -> list[supervisor.child_spec]:
-    """The admin API's process, when the spec asks for one (aiohttp is imported only then)."""
-    if table.spec.admin is None:
-        return []
-    from otpylib_config.admin.server import AdminServer
+def _optional_specs(table: ConfigTable) -> list[supervisor.child_spec]:
+    """The admin API's and the fleet announcer's processes, when the spec asks for them
+    (their modules, and aiohttp with them, are imported only then)."""
+    modules: list[tuple[str, Any]] = []
+    if table.spec.admin is not None:
+        from otpylib_config.admin.server import AdminServer
 
+        modules.append(("admin", AdminServer))
+    if table.spec.fleet is not None:
+        from otpylib_config.fleet.announcer import FleetAnnouncer
+
+        modules.append(("fleet", FleetAnnouncer))
     return [
-        supervisor.child_spec(
-            id="admin", module=AdminServer, args=table, name=table.name_of("admin")
-        )
-    ]
-
-
-def _fleet_specs(table: ConfigTable) -> list[supervisor.child_spec]:
-    """The fleet announcer's process, when the spec asks for one."""
-    if table.spec.fleet is None:
-        return []
-    from otpylib_config.fleet.announcer import FleetAnnouncer
-
-    return [
-        supervisor.child_spec(
-            id="fleet", module=FleetAnnouncer, args=table, name=table.name_of("fleet")
-        )
+        supervisor.child_spec(id=role, module=module, args=table, name=table.name_of(role))
+        for role, module in modules
     ]
 
 
