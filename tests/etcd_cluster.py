@@ -21,6 +21,10 @@ Usage::
 or the fixtures :func:`etcd` (one member, for one test) and :func:`etcd_module` (one member
 shared by a module: tests use their own prefixes). Without an ``etcd`` binary every test
 that needs one is skipped, saying so.
+
+:class:`Proxy` breaks the network between the source and a member; :class:`FakeGateway`
+plays an etcd that misbehaves in ways a real one does not (garbage answers, a watch
+created and dropped at once, a member that accepts and never answers).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import asyncio
 import base64
 import contextlib
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -38,7 +43,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -415,3 +420,135 @@ class _Connection:
         self.flowing.set()  # a frozen pipe wakes up, finds its writer closed, and ends
         for writer in self.writers:
             writer.close()
+
+
+# -- a fake gateway, for what a real etcd never does ---------------------------------------------
+
+
+@dataclass
+class Request:
+    """One request a :class:`FakeGateway` received."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+Handler = Callable[[Request, asyncio.StreamWriter], Awaitable[None]]
+
+
+class FakeGateway:
+    """A loopback HTTP/1.1 server that answers each path with a :data:`Handler` the test
+    gives (``routes``, changeable while it runs), and records every request: an etcd that
+    answers garbage, creates a watch and drops it at once, or never answers at all.
+    Every answer is sent with ``Connection: close`` (one request per connection)."""
+
+    def __init__(self, routes: Mapping[str, Handler] | None = None) -> None:
+        self.routes: dict[str, Handler] = dict(routes or {})
+        self.requests: list[Request] = []
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.url = ""
+        """``http://127.0.0.1:port``, once started (and after it is closed)."""
+
+    async def start(self) -> FakeGateway:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    def paths(self) -> list[str]:
+        return [request.path for request in self.requests]
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            path = lines[0].split(" ")[1]
+            headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+            length = int(headers.get("Content-Length", "0"))
+            body = await reader.readexactly(length) if length else b""
+            request = Request(path, headers, body)
+            self.requests.append(request)
+            handler = self.routes.get(path, not_found)
+            await handler(request, writer)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+
+def http_head(status: int = 200, length: int | None = None) -> bytes:
+    size = "" if length is None else f"Content-Length: {length}\r\n"
+    return (
+        f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{size}Connection: close\r\n\r\n"
+    ).encode()
+
+
+def answer(body: Any, status: int = 200) -> Handler:
+    """A handler that answers ``body`` (JSON unless bytes) and closes."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+
+    async def handle(request: Request, writer: asyncio.StreamWriter) -> None:
+        writer.write(http_head(status, len(raw)) + raw)
+        await writer.drain()
+
+    return handle
+
+
+def raw_answer(data: bytes) -> Handler:
+    """A handler that sends ``data`` as it is (a malformed answer, say) and closes."""
+
+    async def handle(request: Request, writer: asyncio.StreamWriter) -> None:
+        writer.write(data)
+        await writer.drain()
+
+    return handle
+
+
+def stream(*messages: Any, then_wait: bool = False) -> Handler:
+    """A watch handler: an open-ended 200 answer with ``messages``, one JSON line each, then
+    the connection closed (or, ``then_wait``, held open and silent)."""
+
+    async def handle(request: Request, writer: asyncio.StreamWriter) -> None:
+        writer.write(http_head(200))
+        for message in messages:
+            writer.write(json.dumps(message).encode() + b"\n")
+        await writer.drain()
+        if then_wait:
+            await asyncio.Event().wait()
+
+    return handle
+
+
+async def silent(request: Request, writer: asyncio.StreamWriter) -> None:
+    """A handler that never answers (the connection stays open)."""
+    await asyncio.Event().wait()
+
+
+not_found = answer({"code": 5, "message": "Not Found"}, status=404)
+
+
+def range_answer(revision: int, kvs: Mapping[str, str] | None = None) -> Handler:
+    """A ``/v3/kv/range`` answer at ``revision`` with ``kvs`` (mod_revision ``revision``)."""
+    items = [
+        {"key": b64(k), "value": b64(v), "mod_revision": str(revision), "version": "1"}
+        for k, v in (kvs or {}).items()
+    ]
+    return answer({"header": {"revision": str(revision)}, "kvs": items, "count": str(len(items))})
+
+
+def created(revision: int) -> dict[str, Any]:
+    """The watch stream's first message."""
+    return {"result": {"header": {"revision": str(revision)}, "created": True}}

@@ -9,6 +9,7 @@ says so, so every change seen here came through the watch. Network faults go thr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -19,10 +20,23 @@ import pytest
 
 from otpylib_config import Config, DefaultsSource, EtcdSource, telemetry
 from otpylib_config.client import current_table
-from otpylib_config.values import MAX_STRING_LENGTH
+from otpylib_config.sources.etcd import _Watch
+from otpylib_config.sources.etcd_kv import EtcdClient, EtcdError
+from otpylib_config.values import MAX_STRING_LENGTH, Section
 
 from .conftest import Recorder, StartTree, eventually
-from .etcd_cluster import EtcdCluster, Proxy, etcd, etcd3, etcd_module, next_prefix
+from .etcd_cluster import (
+    EtcdCluster,
+    FakeGateway,
+    Proxy,
+    created,
+    etcd,
+    etcd3,
+    etcd_module,
+    next_prefix,
+    range_answer,
+    stream,
+)
 
 __all__ = ["etcd", "etcd3", "etcd_module"]  # fixtures
 
@@ -249,24 +263,186 @@ async def test_a_compaction_while_the_watch_is_down_rereads_everything(
         proxy.stop()
 
 
-async def test_a_silent_stream_is_caught_by_the_resync(
-    start_tree: StartTree, etcd_module: EtcdCluster
+async def test_a_silent_stream_is_caught_by_the_resync_and_opened_again(
+    start_tree: StartTree, etcd_module: EtcdCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A stream that stays open but delivers nothing (lessons.md 14): the bounded re-read
-    every ``resync_interval`` still brings the change."""
+    """A stream that stays open but delivers nothing (lessons.md 14): the re-read every
+    ``resync_interval`` brings the change, sees that the stream did not, and opens the
+    stream again, so the next change comes at once, not one ``resync_interval`` later."""
+    caplog.set_level(logging.INFO, logger="otpylib_config")
     prefix = next_prefix()
+    interval = 3.0
     await etcd_module.put(prefix + "a", "1")
     proxy = await Proxy(etcd_module.members[0].client_port).start()
     try:
-        recorder = await start(start_tree, kv([proxy.url], prefix, resync_interval=0.5))
+        recorder = await start(start_tree, kv([proxy.url], prefix, resync_interval=interval))
         await watching(f"etcd:{prefix}")
 
         proxy.freeze()  # open connections go silent; new ones (the re-read) pass
         await etcd_module.put(prefix + "a", "2")
+        assert await recorder.settled(1, WAIT) == [("a", 1, 2)]  # by the resync
+        assert "did not deliver; opening the stream again" in caplog.text
 
-        assert await recorder.settled(1, WAIT) == [("a", 1, 2)]
+        began = time.monotonic()
+        await etcd_module.put(prefix + "a", "3")
+        assert (await recorder.settled(2, WAIT))[1:] == [("a", 2, 3)]
+        assert time.monotonic() - began < interval / 2  # by the new stream
     finally:
         proxy.stop()
+
+
+async def test_a_resync_read_that_fails_is_logged_and_the_watch_goes_on(
+    start_tree: StartTree,
+    etcd_module: EtcdCluster,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    caplog.set_level(logging.INFO, logger="otpylib_config")
+    prefix = next_prefix()
+    await etcd_module.put(prefix + "a", "1")
+    failing = asyncio.Event()
+    read = EtcdClient.range
+
+    async def flaky_range(client: EtcdClient, *args: Any, **options: Any) -> Any:
+        if failing.is_set():
+            raise EtcdError("no etcd endpoint answered (the test)")
+        return await read(client, *args, **options)
+
+    monkeypatch.setattr(EtcdClient, "range", flaky_range)
+    recorder = await start(start_tree, kv(etcd_module.endpoints, prefix, resync_interval=0.2))
+    await watching(f"etcd:{prefix}")
+
+    with telemetry.capture_events(telemetry.SOURCE_ERROR) as errors:
+        failing.set()
+        await eventually(lambda: caplog.text.count("the resync read failed") >= 2, WAIT)
+        await etcd_module.put(prefix + "a", "2")
+        assert await recorder.settled(1, WAIT) == [("a", 1, 2)]  # the stream went on
+
+    assert errors == []
+    assert "the resync read failed: no etcd endpoint answered (the test)" in caplog.text
+
+
+async def test_a_member_that_accepts_the_watch_and_never_answers_is_passed_over(
+    start_tree: StartTree, etcd_module: EtcdCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watch's request and its ``created`` message are bounded by ``timeout``: a member
+    that accepts the connection and says nothing is unreachable, and the next one serves."""
+    caplog.set_level(logging.INFO, logger="otpylib_config")
+    prefix = next_prefix()
+    await etcd_module.put(prefix + "a", "1")
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accepts, reads, never answers
+
+    hanging = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = hanging.sockets[0].getsockname()[1]
+    try:
+        endpoints = [f"http://127.0.0.1:{port}", etcd_module.url]  # the mute one first
+        recorder = await start(start_tree, kv(endpoints, prefix))
+        await watching(f"etcd:{prefix}")
+
+        await etcd_module.put(prefix + "a", "2")
+
+        assert await recorder.settled(1, WAIT) == [("a", 1, 2)]
+        assert f"did not open the watch of '{prefix}' within 1s" in caplog.text
+    finally:
+        hanging.close()
+
+
+async def test_writes_caught_up_in_one_message_are_checked_one_by_one(
+    start_tree: StartTree,
+    etcd_module: EtcdCluster,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two writes of one key, and a delete and a re-create, while the stream is down: the
+    stream resumes from the older revision and gets all four in one message; each event
+    agrees with the entries as the ones before it left them, so nothing is re-read."""
+    caplog.set_level(logging.INFO, logger="otpylib_config")
+    prefix = next_prefix()
+    await etcd_module.put(prefix + "a", "1")
+    await etcd_module.put(prefix + "b", "2")
+    rereads: list[str] = []
+    reread = _Watch._reread
+
+    async def counted(watch: _Watch, why: str) -> None:
+        rereads.append(why)
+        await reread(watch, why)
+
+    monkeypatch.setattr(_Watch, "_reread", counted)
+    proxy = await Proxy(etcd_module.members[0].client_port).start()
+    try:
+        recorder = await start(start_tree, kv([proxy.url], prefix))
+        await watching(f"etcd:{prefix}")
+
+        proxy.cut()  # the stream is down until restore
+        await etcd_module.put(prefix + "a", "2")
+        await etcd_module.put(prefix + "a", "3")
+        await etcd_module.delete(prefix + "b")
+        await etcd_module.put(prefix + "b", "5")
+        await proxy.restore()
+
+        assert sorted(await recorder.settled(2, WAIT)) == [("a", 1, 3), ("b", 2, 5)]
+        assert "contradicts" not in caplog.text
+        assert "inconsistent event" not in rereads
+    finally:
+        proxy.stop()
+
+
+async def changes_of(source: EtcdSource) -> tuple[asyncio.Task[None], list[Any]]:
+    layers: list[Any] = []
+
+    async def changed(layer: Section | None = None) -> None:
+        layers.append(layer)
+
+    return asyncio.create_task(source.watch(changed)), layers
+
+
+async def test_a_stream_created_and_dropped_at_once_backs_off_and_gives_up() -> None:
+    """A member that creates the watch and drops it at once: not reopened ten times a
+    second for ever, but counted as a failure, so the watch raises and the watcher backs
+    off (``retry_first`` doubled up to ``retry_max``) and reports the source failing."""
+    gateway = FakeGateway(
+        {"/v3/kv/range": range_answer(7, {"/app/a": "1"}), "/v3/watch": stream(created(7))}
+    )
+    await gateway.start()
+    try:
+        source = EtcdSource("/app/", [gateway.url, gateway.url], timeout=1.0)
+        await source.accepted(await source.load())
+        watch, _ = await changes_of(source)
+        with pytest.raises(EtcdError, match="closed the watch of '/app/'"):
+            async with asyncio.timeout(WAIT):
+                await watch
+    finally:
+        gateway.close()
+
+    assert gateway.paths().count("/v3/watch") == 3  # each endpoint, and once more: no more
+
+
+async def test_a_stream_that_delivers_before_it_drops_is_opened_again_on_its_member() -> None:
+    progress = {"result": {"header": {"revision": "8"}}}
+    gateway = FakeGateway(
+        {
+            "/v3/kv/range": range_answer(7, {"/app/a": "1"}),
+            "/v3/watch": stream(created(7), progress),
+        }
+    )
+    await gateway.start()
+    watch: asyncio.Task[None] | None = None
+    try:
+        source = EtcdSource("/app/", gateway.url, timeout=1.0)
+        await source.accepted(await source.load())
+        watch, _ = await changes_of(source)
+
+        await eventually(lambda: gateway.paths().count("/v3/watch") >= 4, WAIT)
+
+        assert not watch.done()  # each stream worked: the watch goes on
+    finally:
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+        gateway.close()
 
 
 @pytest.mark.parametrize(

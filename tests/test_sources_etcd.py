@@ -7,12 +7,16 @@ written with etcd's own HTTP API (``tests/etcd_cluster.py``), never with the sou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
 import ssl
 import subprocess
+import sys
+import traceback
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pydantic
@@ -22,12 +26,34 @@ from otpylib_config import EtcdSource
 from otpylib_config.errors import SourceError
 from otpylib_config.schema_shape import shape_of
 from otpylib_config.sources.base import SourceContext
-from otpylib_config.sources.etcd_kv import Credentials, EtcdClient, prefix_end
-from otpylib_config.values import MAX_STRING_LENGTH, thaw
+from otpylib_config.sources.etcd_kv import (
+    DEFAULT_ENDPOINT,
+    Credentials,
+    EtcdClient,
+    EtcdError,
+    Lines,
+    check_endpoints,
+    prefix_end,
+)
+from otpylib_config.values import MAX_STRING_LENGTH, Section, thaw
 
-from .etcd_cluster import EtcdCluster, Member, etcd, etcd_module, next_prefix
+from .conftest import eventually
+from .etcd_cluster import (
+    EtcdCluster,
+    FakeGateway,
+    Member,
+    answer,
+    etcd,
+    etcd_module,
+    next_prefix,
+    range_answer,
+    raw_answer,
+)
 
 __all__ = ["etcd", "etcd_module"]  # fixtures
+
+WAIT = 15.0
+"""Bound on waits that involve etcd (a loaded 2-core machine)."""
 
 
 def source(cluster: EtcdCluster, prefix: str, **options: object) -> EtcdSource:
@@ -114,6 +140,33 @@ async def test_explain_origin_names_the_key_and_its_revision(etcd_module: EtcdCl
     await load_and_accept(kv)
 
     assert kv.origin(("db", "url")) == f"etcd:{prefix}db/url (mod_revision {revision})"
+
+
+async def test_the_empty_prefix_reads_and_watches_the_whole_keyspace(etcd: EtcdCluster) -> None:
+    """etcd refuses an empty key: the empty prefix is ``(b"\\0", b"\\0")`` (every key from the
+    smallest on), as ``clientv3.WithPrefix`` makes it. Its own etcd: every key is read."""
+    await etcd.put("a", "1")
+    await etcd.put("db/url", "postgres://x")
+    kv = EtcdSource("", etcd.endpoints, timeout=5.0, resync_interval=None)
+
+    assert thaw(await kv.load()) == {"a": 1, "db": {"url": "postgres://x"}}
+
+    layers: list[Any] = []
+
+    async def changed(layer: Section | None = None) -> None:
+        layers.append(thaw(layer))
+
+    watch = asyncio.create_task(kv.watch(changed))
+    try:
+        await eventually(lambda: bool(layers), WAIT)  # the watch read first: nothing accepted
+        await etcd.put("b", "2")
+        await eventually(
+            lambda: layers[-1] == {"a": 1, "b": 2, "db": {"url": "postgres://x"}}, WAIT
+        )
+    finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
 
 
 # -- what cannot be loaded -------------------------------------------------------------------
@@ -236,6 +289,130 @@ async def test_a_member_that_hangs_leaves_time_for_the_next(etcd_module: EtcdClu
             await alone.load()
     finally:
         hanging.close()
+
+
+# -- answers a real etcd never gives (tests/etcd_cluster.py: FakeGateway) ----------------------
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+"""JSON nested deeper than the decoder recurses: ``RecursionError``."""
+HUGE_INT = b'{"header": {"revision": ' + b"1" * 5000 + b"}}"
+"""An integer longer than Python converts (4300 digits): a ``ValueError`` from the decoder."""
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [(DEEP, "is nested too deeply"), (HUGE_INT, "is not valid JSON: Exceeds the limit")],
+    ids=["deep", "huge-integer"],
+)
+async def test_an_answer_too_deep_or_with_a_huge_integer_fails_naming_the_endpoint(
+    tmp_path: Path, body: bytes, problem: str
+) -> None:
+    gateway = await FakeGateway({"/v3/kv/range": range_answer(7, {"/app/a": "1"})}).start()
+    cache = tmp_path / "etcd-cache.json"
+    try:
+        await load_and_accept(EtcdSource("/app/", gateway.url, cache_path=cache))
+        gateway.routes["/v3/kv/range"] = answer(body)
+        restarted = EtcdSource("/app/", gateway.url, cache_path=cache)
+
+        with pytest.raises(SourceError) as failure:
+            await restarted.load()
+    finally:
+        gateway.close()
+
+    message = str(failure.value)
+    assert f"etcd's answer for range '/app/' from {gateway.url} {problem}" in message
+    assert len(message) < 1000
+    assert failure.value.fallback is not None  # the cache still serves
+    assert thaw(failure.value.fallback) == {"a": 1}
+
+
+TOKEN = "tok-3n7.do-not-leak"
+
+
+def everything_said_by(error: BaseException) -> str:
+    """Every string an error gives: its text, repr, and the whole traceback with its chain."""
+    return " ".join([str(error), repr(error), *traceback.format_exception(error)])
+
+
+async def test_an_error_has_no_context_and_never_the_token() -> None:
+    """aiohttp's ``ClientResponseError`` (here: a malformed status line) holds the request's
+    headers, Authorization included: the error wrapping it must not keep it as
+    ``__context__`` (``raise ... from None`` alone does)."""
+    malformed = raw_answer(b"HTTP/1.1 abc OK\r\n\r\n")
+    gateway = FakeGateway(
+        {
+            "/v3/auth/authenticate": answer({"token": TOKEN}),
+            "/v3/kv/range": malformed,
+            "/v3/watch": malformed,
+        }
+    )
+    await gateway.start()
+    key = b"/app/"
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = EtcdClient(session, [gateway.url], Credentials("app", PASSWORD))
+            with pytest.raises(EtcdError) as read:
+                await client.range(key, prefix_end(key), timeout=5.0)
+            with pytest.raises(EtcdError) as watch:
+                async with client.watch(key, prefix_end(key), 1, connect=5.0):
+                    pass
+        kv = EtcdSource("/app/", gateway.url, "app", PASSWORD)
+        with pytest.raises(SourceError) as load:
+            await kv.load()
+    finally:
+        gateway.close()
+
+    assert gateway.requests[-1].headers["Authorization"] == TOKEN  # it was sent
+    for failure in (read.value, watch.value):
+        assert "Bad status line" in str(failure)
+        assert failure.__context__ is None and failure.__cause__ is None
+    chain: BaseException | None = load.value
+    while chain is not None:
+        for failure in (read.value, watch.value, chain):
+            said = everything_said_by(failure)
+            assert TOKEN not in said and PASSWORD not in said
+        chain = chain.__context__
+
+
+class CountingBuffer(bytearray):
+    """A buffer that counts the bytes its ``find`` searches."""
+
+    searched = 0
+
+    def find(self, sub: Any, start: Any = 0, *rest: Any) -> int:
+        self.searched += len(self) - start
+        return super().find(sub, start, *rest)
+
+
+def test_the_watch_line_splitter_searches_each_byte_once() -> None:
+    """A 1 MiB message in 1 KiB chunks: searching the whole buffer again per chunk would
+    search 512 MiB; each byte once is 1 MiB."""
+    lines = Lines("the watch")
+    lines._buffer = buffer = CountingBuffer()
+    for _ in range(1024):
+        lines.feed(b"x" * 1024)
+        assert lines.pop() is None
+    lines.feed(b'x\n{"b": 1}\n\n  \n{"c"')
+
+    assert lines.pop() == b"x" * (1 << 20) + b"x"
+    assert lines.pop() == b'{"b": 1}'
+    assert lines.pop() is None  # blank lines skipped, the next one incomplete
+    lines.feed(b": 2}\n")
+    assert lines.pop() == b'{"c": 2}'
+    assert lines.pop() is None
+    assert buffer.searched < 2 * (1 << 20)
+
+
+def test_a_watch_message_larger_than_the_limit_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("otpylib_config.sources.etcd_kv.MAX_MESSAGE", 4096)
+    lines = Lines("the watch of '/app/'")
+    lines.feed(b"x" * 4096)
+    assert lines.pop() is None
+    lines.feed(b"x")
+    with pytest.raises(EtcdError, match="the watch of '/app/' a message larger than 4096"):
+        lines.pop()
 
 
 # -- credentials -----------------------------------------------------------------------------
@@ -361,6 +538,65 @@ def test_tls_files_build_the_context_the_client_uses(tmp_path: Path) -> None:
         EtcdSource("/a/", key_file=str(key))
 
 
+def make_certificate(directory: Path, name: str, *, encrypted: bool = False) -> tuple[Path, Path]:
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    cipher = ["-passout", "pass:pw"] if encrypted else ["-nodes"]
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", *cipher, "-days", "1"),
+            *("-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def test_a_tls_file_missing_or_wrong_is_refused_naming_the_option_and_the_path(
+    tmp_path: Path,
+) -> None:
+    cert, key = make_certificate(tmp_path, "a")
+    _, other_key = make_certificate(tmp_path, "b")
+    locked_cert, locked_key = make_certificate(tmp_path, "c", encrypted=True)
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a PEM file\n")
+    cases: list[tuple[dict[str, str], str]] = [
+        ({"ca_file": "/typo"}, "ca_file '/typo': No such file or directory"),
+        ({"ca_file": str(tmp_path)}, f"ca_file '{tmp_path}': Is a directory"),
+        ({"ca_file": str(garbage)}, f"ca_file '{garbage}': holds no PEM certificate"),
+        ({"ca_file": str(key)}, f"ca_file '{key}': holds no PEM certificate"),
+        ({"cert_file": "/typo.crt"}, "cert_file '/typo.crt': No such file or directory"),
+        (
+            {"cert_file": str(cert), "key_file": "/typo.key"},
+            "key_file '/typo.key': No such file or directory",
+        ),
+        (
+            {"cert_file": str(garbage), "key_file": str(key)},
+            f"cert_file '{garbage}': holds no PEM certificate",
+        ),
+        (
+            {"cert_file": str(cert), "key_file": str(garbage)},
+            f"key_file '{garbage}': holds no PEM private key",
+        ),
+        (
+            {"cert_file": str(cert), "key_file": str(other_key)},
+            f"key_file '{other_key}': does not match the certificate of cert_file '{cert}'",
+        ),
+        ({"cert_file": str(cert)}, f"cert_file '{cert}': holds no private key (give key_file=)"),
+        (
+            {"cert_file": str(locked_cert), "key_file": str(locked_key)},
+            f"key_file '{locked_key}': the private key is encrypted",  # and no prompt
+        ),
+    ]
+    for files, problem in cases:
+        with pytest.raises(ValueError) as failure:
+            EtcdSource("/a/", "https://127.0.0.1:2379", **files)  # type: ignore[arg-type]
+        assert str(failure.value).startswith(f"EtcdSource {problem}"), (files, failure.value)
+
+    good = EtcdSource("/a/", "https://127.0.0.1:2379", cert_file=str(cert), key_file=str(key))
+    assert isinstance(good._tls, ssl.SSLContext)
+
+
 async def test_the_tls_context_is_what_requests_use(tmp_path: Path) -> None:
     kv = EtcdSource("/a/", "https://127.0.0.1:2379", ca_file=None)
     kv._tls = ssl.create_default_context()
@@ -382,7 +618,7 @@ def test_bad_arguments_are_refused_at_construction() -> None:
         EtcdSource(key="/a/settings")
     with pytest.raises(ValueError, match="username= and password= together"):
         EtcdSource("/a/", username="u")
-    with pytest.raises(ValueError, match="at least one endpoint"):
+    with pytest.raises(ValueError, match="EtcdSource needs at least one etcd endpoint"):
         EtcdSource("/a/", [])
     with pytest.raises(ValueError, match=r"http\(s\)://host:port"):
         EtcdSource("/a/", "127.0.0.1:2379")
@@ -391,9 +627,56 @@ def test_bad_arguments_are_refused_at_construction() -> None:
     assert "hunter2" not in str(failure.value)
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "problem"),
+    [
+        ("http://127.0.0.1:2379/v3", "'http://127.0.0.1:2379/v3' (it has a path)"),
+        ("http://127.0.0.1:2379/a/", "'http://127.0.0.1:2379/a/' (it has a path)"),
+        ("http://127.0.0.1:2379?token=x", "'http://127.0.0.1:2379' (it has a query)"),
+        ("http://127.0.0.1:2379/?", "'http://127.0.0.1:2379/' (it has a query)"),
+        ("http://127.0.0.1:2379#top", "'http://127.0.0.1:2379' (it has a fragment)"),
+        ("http://127.0.0.1:99999", "'http://127.0.0.1:99999' (not a URL with a valid port)"),
+        ("http://127.0.0.1:port", "'http://127.0.0.1:port' (not a URL with a valid port)"),
+        ("ftp://127.0.0.1:2379", "'ftp://127.0.0.1:2379' (not http(s)://host)"),
+        ("http://:2379", "'http://:2379' (not http(s)://host)"),
+    ],
+)
+def test_an_endpoint_with_a_path_query_or_bad_port_is_refused_naming_it(
+    endpoint: str, problem: str
+) -> None:
+    with pytest.raises(ValueError) as failure:
+        EtcdSource("/a/", ["http://127.0.0.1:2379", endpoint])
+
+    assert str(failure.value) == (
+        f"EtcdSource: an etcd endpoint is an http(s)://host:port URL, got {problem}"
+    )
+    assert "token=x" not in str(failure.value)  # a query is not echoed
+
+
+def test_endpoints_are_checked_once_for_every_etcd_client() -> None:
+    """``check_endpoints`` is what the source and the fleet use; it, and the default, come
+    without importing aiohttp (option objects use them)."""
+    assert check_endpoints("https://a:2379/", "X") == ("https://a:2379/",)
+    assert check_endpoints(["http://a:1", "http://[::1]:2"], "X") == (
+        "http://a:1",
+        "http://[::1]:2",
+    )
+    assert EtcdSource("/a/").endpoints == (DEFAULT_ENDPOINT,) == ("http://127.0.0.1:2379",)
+    with pytest.raises(ValueError, match=r"^read_fleet needs at least one etcd endpoint$"):
+        check_endpoints((), "read_fleet")
+    code = (
+        "import sys\n"
+        "from otpylib_config.sources.etcd_kv import DEFAULT_ENDPOINT, check_endpoints\n"
+        "check_endpoints(DEFAULT_ENDPOINT, 'x')\n"
+        "print('aiohttp' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
 def test_the_prefix_gets_a_trailing_slash_and_a_range_end() -> None:
     assert EtcdSource("/app/config").range == (b"/app/config/", b"/app/config0")
-    assert EtcdSource("").range == (b"", b"\0")  # the whole keyspace
+    assert EtcdSource("").range == (b"\0", b"\0")  # the whole keyspace, as etcd wants it
     assert EtcdSource(key="/app/config.toml").range == (b"/app/config.toml", None)
     assert EtcdSource("/app/").name == "etcd:/app/"
 

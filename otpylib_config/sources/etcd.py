@@ -14,7 +14,9 @@ of the read they came from) and watches from that revision + 1, so nothing writt
 is missed, and it keeps the entries current from the watch events. A dropped stream resumes
 from the last revision seen, on the next endpoint; a compacted revision makes it read the
 whole prefix again and watch from there; every ``resync_interval`` it reads the prefix
-again anyway, in case a push was lost. Layers go to the manager as ``changed(layer)``.
+again anyway, in case a push was lost, and opens the stream again when that read found
+changes the stream never delivered (it went silent). Layers go to the manager as
+``changed(layer)``.
 
 ``cache_path``: every accepted layer is saved there atomically (owner-only); a process that
 starts while etcd is down serves the saved values, still reported as failing.
@@ -34,7 +36,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -45,6 +46,7 @@ from otpylib_config.parsers import ParseError, format_of, parse
 from otpylib_config.schema_shape import SchemaShape, coerce_at
 from otpylib_config.sources.base import Changed, Source, SourceContext
 from otpylib_config.sources.etcd_kv import (
+    DEFAULT_ENDPOINT,
     KV,
     Credentials,
     EtcdClient,
@@ -54,8 +56,9 @@ from otpylib_config.sources.etcd_kv import (
     Unreachable,
     WatchMessage,
     WatchStream,
+    check_endpoints,
     decode_kv,
-    prefix_end,
+    prefix_range,
     ssl_context,
 )
 from otpylib_config.tree import PathClash, build
@@ -63,7 +66,7 @@ from otpylib_config.values import Section, check_key, freeze, same
 
 logger = logging.getLogger("otpylib_config")
 
-DEFAULT_ENDPOINTS = ("http://127.0.0.1:2379",)
+DEFAULT_ENDPOINTS = (DEFAULT_ENDPOINT,)
 
 KeyPath = tuple[str, ...]
 Entries = Mapping[bytes, KV]
@@ -71,6 +74,11 @@ Entries = Mapping[bytes, KV]
 UNACCEPTED = 8
 """Reads handed out and not accepted yet that the source remembers (as ConsulSource does:
 docs/sources.md)."""
+
+SETTLED = 1.0
+"""Seconds a created stream must stay open, if it delivers nothing, before a drop counts as
+the end of a working stream (tried again on the same member, with no backoff) rather than
+as one more failure (the next member, after a growing pause)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -91,7 +99,8 @@ class EtcdSource(Source):
     ``endpoints`` (tried in order; the one that answered last first).
 
     ``username``/``password``: etcd authentication (a token, obtained again when etcd says
-    it expired). ``ca_file``/``cert_file``/``key_file``: TLS for ``https`` endpoints.
+    it expired). ``ca_file``/``cert_file``/``key_file``: TLS for ``https`` endpoints (read
+    now: a file that is missing or wrong is a ``ValueError`` naming the option and path).
     ``timeout``: the bound on one read (keep it below ``ConfigSpec.write_timeout``).
     ``resync_interval``: how often a running watch reads everything again as a safety net
     (``None``: never).
@@ -126,7 +135,7 @@ class EtcdSource(Source):
         self.key = _key_or_prefix(prefix, key)
         self.recurse = prefix is not None
         self.format = None if self.recurse else format_of(self.key, format)
-        self.endpoints = _endpoints(endpoints)
+        self.endpoints = check_endpoints(endpoints, "EtcdSource")
         self.name = name or f"etcd:{self.key}"
         self.required = required
         self.secret = secret
@@ -137,7 +146,10 @@ class EtcdSource(Source):
         self.watch_retry_max = retry_max
         self.cache_path = None if cache_path is None else Path(cache_path)
         self._credentials = None if username is None else Credentials(username, password or "")
-        self._tls = ssl_context(ca_file, cert_file, key_file)
+        try:
+            self._tls = ssl_context(ca_file, cert_file, key_file)
+        except ValueError as exc:
+            raise ValueError(f"EtcdSource {exc}") from None
         # Who writes and reads each field: as ConsulSource's (docs/sources.md, docs/etcd.md).
         self._unaccepted: deque[_Decoded] = deque(maxlen=UNACCEPTED)
         self._serving: _Decoded | None = None
@@ -148,9 +160,10 @@ class EtcdSource(Source):
 
     @property
     def range(self) -> tuple[bytes, bytes | None]:
-        """What is read and watched: ``[key, range_end)`` for a prefix, one key else."""
+        """What is read and watched: ``[key, range_end)`` for a prefix (``(b"\\0", b"\\0")``,
+        every key, for the empty one), one key else."""
         key = self.key.encode("utf-8")
-        return (key, prefix_end(key)) if self.recurse else (key, None)
+        return prefix_range(key) if self.recurse else (key, None)
 
     def configure(self, context: SourceContext) -> None:
         self._shape = context.shape
@@ -340,6 +353,14 @@ class _Watch:
         self.handed_first = False
         self.loop = asyncio.get_running_loop()
         self.next_resync = self._resync_at()
+        self.created_at: float | None = None
+        """When the current stream was created (loop time); ``None``: not (yet)."""
+        self.delivered = False
+        """Whether the current stream sent anything after ``created``."""
+        self.failures = 0
+        """Streams that failed since one last worked (:meth:`_worked`)."""
+        self.reauthenticated = False
+        """Whether the token was renewed since a stream last worked."""
 
     async def run(self) -> None:
         serving = self.source._serving
@@ -350,41 +371,53 @@ class _Watch:
         while True:
             try:
                 await self._stream()
-            except TokenRejected:
-                self._token_rejected()
-            except Unreachable as exc:
-                await self._unreachable(exc)
+                continue
+            except (TokenRejected, Unreachable) as exc:
+                failure: EtcdError = exc
+            await self._failed(failure)  # outside the except: what it raises has no context
 
-    connected = False
-    """Whether the current stream was created."""
-    failures = 0
-    """Streams that failed since one was last created."""
-    reauthenticated = False
-    """Whether the token was renewed since a stream was last created."""
+    def _worked(self) -> bool:
+        """Whether the stream that just ended worked: it was created and then delivered a
+        message or stayed open :data:`SETTLED` seconds. One that etcd creates and drops at
+        once (a broken proxy, a member in trouble) counts as a failure, so that it is not
+        reopened ten times a second for ever."""
+        if self.created_at is None:
+            return False
+        return self.delivered or self.loop.time() - self.created_at >= SETTLED
 
-    def _token_rejected(self) -> None:
-        if self.reauthenticated:
-            raise EtcdError("etcd rejected a fresh auth token for the watch")
-        self.client.forget_token()
-        self.reauthenticated = True
+    async def _failed(self, failure: EtcdError) -> None:
+        worked = self._worked()
+        if worked:
+            self.failures, self.reauthenticated = 0, False
+        if isinstance(failure, TokenRejected):
+            if self.reauthenticated:
+                raise EtcdError("etcd rejected a fresh auth token for the watch")
+            self.client.forget_token()
+            self.reauthenticated = True
+        else:
+            await self._unreachable(failure, worked)
 
-    async def _unreachable(self, exc: Unreachable) -> None:
-        """Try every endpoint once, and the one that dropped a created stream once more
-        first (a member that closed one stream may take the next); then give up."""
-        if self.connected:
+    async def _unreachable(self, exc: EtcdError, worked: bool) -> None:
+        """Try every endpoint once, and the one that dropped a working stream once more
+        first (a member that closed one stream may take the next); then give up. Between
+        failed streams the pause doubles from ``min_interval``."""
+        if worked:
             self.failures = 1
+            pause = self.source.min_interval
         else:
             self.failures += 1
             self.client.rotate()
+            pause = self.source.min_interval * 2 ** (self.failures - 1)
         if self.failures > len(self.client.endpoints):
-            raise EtcdError(f"the watch of {self.source.key!r} failed: {exc}") from None
+            raise EtcdError(f"the watch of {self.source.key!r} failed: {exc}")
         logger.info("%s: %s; watching on %s", self.source.name, exc, self.client.endpoint)
-        await asyncio.sleep(self.source.min_interval)
+        await asyncio.sleep(pause)
 
     async def _stream(self) -> None:
         """One stream from ``revision + 1`` on the current endpoint, until it ends (raises)
-        or etcd reports our revision compacted (returns, after a full re-read)."""
-        self.connected = False
+        or must be opened again (returns): etcd reported our revision compacted, or the
+        resync found changes the stream never delivered."""
+        self.created_at, self.delivered = None, False
         key, end = self.source.range
         async with self.client.watch(
             key, end, self.revision + 1, connect=self.source.timeout
@@ -392,7 +425,8 @@ class _Watch:
             while True:
                 message = await self._next(stream)
                 if message is None:
-                    await self._reread("resync")
+                    if await self._resync():
+                        return
                 elif await self._handle(message):
                     return
 
@@ -414,10 +448,12 @@ class _Watch:
         if message.canceled:
             return await self._canceled(message)
         if message.created:
-            self.connected, self.failures, self.reauthenticated = True, 0, False
+            self.created_at = self.loop.time()
             if not self.handed_first:
                 await self._offer()
-        elif message.progress:
+            return False
+        self.delivered, self.failures, self.reauthenticated = True, 0, False
+        if message.progress:
             self.revision = max(self.revision, message.revision)
         elif message.events and await self._apply(message.events):
             await self._offer()
@@ -441,22 +477,60 @@ class _Watch:
         )
 
     async def _apply(self, events: tuple[Event, ...]) -> bool:
-        """Apply the events the entries do not hold yet; ``True`` if any was new. An event
-        whose ``prev_kv`` disagrees with the entries means one was missed: read again."""
-        fresh = [event for event in events if event.kv.mod_revision > self.revision]
-        if not fresh:
-            return False
-        if not all(_consistent(self.entries, event) for event in fresh):
-            logger.warning("%s: a watch event contradicts what was read", self.source.name)
-            await self._reread("inconsistent event")
-            return False
-        for event in fresh:
+        """Apply, in order, the events of one message that the entries do not hold yet;
+        ``True`` if any was new. Each is checked against the entries as the events before
+        it left them (a message catching up may hold two writes of one key, or a delete and
+        a re-create): one whose ``prev_kv`` disagrees means a change was missed, and the
+        watch stops applying and reads everything again."""
+        base = self.revision  # the events of one revision (a transaction) share it
+        applied = False
+        for event in events:
+            if event.kv.mod_revision <= base:
+                continue
+            if not _consistent(self.entries, event):
+                logger.warning(
+                    "%s: a watch event (%s at revision %d) contradicts what was read; "
+                    "reading everything again",
+                    self.source.name,
+                    _show_key(event.kv.key),
+                    event.kv.mod_revision,
+                )
+                await self._reread("inconsistent event")
+                return False
             if event.deleted:
                 self.entries.pop(event.kv.key, None)
             else:
                 self.entries[event.kv.key] = event.kv
-        self.revision = max(self.revision, *(event.kv.mod_revision for event in fresh))
-        return True
+            self.revision = max(self.revision, event.kv.mod_revision)
+            applied = True
+        return applied
+
+    async def _resync(self) -> bool:
+        """The safety-net read of everything. ``True`` when it found changes the stream
+        never delivered: the stream went silent (a half-dead connection) and is opened
+        again. A read that fails is logged and the watch goes on: the stream may be fine,
+        and the next resync reads again."""
+        try:
+            read = await self.client.range(*self.source.range, timeout=self.source.timeout)
+        except EtcdError as exc:
+            logger.warning(
+                "%s: the resync read failed: %s; the watch goes on", self.source.name, exc
+            )
+            return False
+        if read.revision <= self.revision:
+            return False
+        entries = {kv.key: kv for kv in read.kvs}
+        missed = _revisions(entries) != _revisions(self.entries)
+        self.entries, self.revision = entries, read.revision
+        await self._offer()
+        if missed:
+            logger.warning(
+                "%s: the resync found changes the watch stream on %s did not deliver; "
+                "opening the stream again",
+                self.source.name,
+                self.client.endpoint,
+            )
+        return missed
 
     async def _reread(self, why: str) -> None:
         """Read everything again and take it, unless it is older than what the watch has."""
@@ -486,6 +560,17 @@ class _Watch:
     def _resync_at(self) -> float | None:
         interval = self.source.resync_interval
         return None if interval is None else self.loop.time() + interval
+
+
+def _revisions(entries: Entries) -> dict[bytes, int]:
+    return {key: kv.mod_revision for key, kv in entries.items()}
+
+
+def _show_key(key: bytes) -> str:
+    try:
+        return repr(key.decode("utf-8"))
+    except UnicodeDecodeError:
+        return repr(key)
 
 
 def _consistent(entries: Mapping[bytes, KV], event: Event) -> bool:
@@ -538,16 +623,3 @@ def _key_or_prefix(prefix: str | None, key: str | None) -> str:
     if key is not None and (not key or key.endswith("/")):
         raise ValueError(f"EtcdSource(key=...) names one key, got {key!r}")
     return text
-
-
-def _endpoints(endpoints: str | Sequence[str]) -> tuple[str, ...]:
-    found = (endpoints,) if isinstance(endpoints, str) else tuple(endpoints)
-    if not found:
-        raise ValueError("EtcdSource needs at least one endpoint")
-    for endpoint in found:
-        if not isinstance(endpoint, str) or "@" in endpoint:  # never echo what may be a secret
-            raise ValueError("an etcd endpoint is a URL without credentials: use username=")
-        parts = urlsplit(endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"an etcd endpoint is an http(s)://host:port URL, got {endpoint!r}")
-    return found

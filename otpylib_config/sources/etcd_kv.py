@@ -12,8 +12,13 @@ on connection errors, timeouts and 5xx (an etcd member without a leader answers 
 authentication (a token in the ``Authorization`` header, obtained again once when etcd
 says it is invalid or expired); the watch stream as a sequence of :class:`WatchMessage`.
 Everything etcd can answer becomes either a decoded value or an :class:`EtcdError` whose
-message says what went wrong and where, and never carries the password or the token.
+message says what went wrong and where, and never carries the password or the token: every
+error is raised outside the ``except`` block that caught its cause, so its ``__context__``
+(an aiohttp error whose ``request_info.headers`` hold the token, say) is ``None``.
 What the keys and values mean is the source's business (:mod:`otpylib_config.sources.etcd`).
+
+Importing this module does not import aiohttp (the functions that talk to etcd do), so
+option objects can use :func:`check_endpoints` and :data:`DEFAULT_ENDPOINT` for nothing.
 """
 
 from __future__ import annotations
@@ -21,15 +26,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
+import os
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-import aiohttp
+if TYPE_CHECKING:
+    import aiohttp
 
 logger = logging.getLogger("otpylib_config")
 
@@ -39,6 +48,9 @@ etcd stores values up to ``--max-request-bytes`` (1.5 MiB by default), so this l
 for many of them while a misbehaving server cannot make us buffer without bound."""
 
 CHUNK = 64 << 10
+
+DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
+"""etcd's client URL on the local machine, where ``etcdctl`` looks by default."""
 
 # gRPC codes the gateway puts in ``code`` (https://grpc.io/docs/guides/status-codes/).
 UNAUTHENTICATED = 16
@@ -129,19 +141,128 @@ def prefix_end(prefix: bytes) -> bytes:
     return b"\0"
 
 
+def prefix_range(prefix: bytes) -> tuple[bytes, bytes]:
+    """``(key, range_end)`` of every key starting with ``prefix``, as ``clientv3.WithPrefix``
+    makes it: etcd refuses an empty ``key``, so the empty prefix (the whole keyspace) is
+    ``(b"\\0", b"\\0")``: from the smallest key on, with no end."""
+    if not prefix:
+        return b"\0", b"\0"
+    return prefix, prefix_end(prefix)
+
+
+def check_endpoints(endpoints: str | Sequence[str], what: str) -> tuple[str, ...]:
+    """``endpoints`` (one URL or several) as a tuple of ``http(s)://host[:port]`` URLs; a
+    ``ValueError`` naming ``what`` otherwise. An endpoint with credentials in it is refused
+    without being echoed; one with a path, a query or a fragment is refused (requests go to
+    ``endpoint + "/v3/..."``), named without its query or fragment."""
+    found = (endpoints,) if isinstance(endpoints, str) else tuple(endpoints)
+    if not found:
+        raise ValueError(f"{what} needs at least one etcd endpoint")
+    for endpoint in found:
+        if not isinstance(endpoint, str) or "@" in endpoint:  # never echo what may be a secret
+            raise ValueError(
+                f"{what}: an etcd endpoint is a URL without credentials: use username="
+            )
+        problem = _endpoint_problem(endpoint)
+        if problem:
+            shown = endpoint.split("?", 1)[0].split("#", 1)[0]
+            raise ValueError(
+                f"{what}: an etcd endpoint is an http(s)://host:port URL, got {shown!r} ({problem})"
+            )
+    return found
+
+
+def _endpoint_problem(endpoint: str) -> str:
+    """What is wrong with ``endpoint`` as a base URL; ``""`` if nothing."""
+    try:
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018 (raises ValueError for a port that is no number or too big)
+    except ValueError:
+        return "not a URL with a valid port"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "not http(s)://host"
+    if parts.path not in ("", "/"):
+        return "it has a path"
+    if parts.query or "?" in endpoint:
+        return "it has a query"
+    if parts.fragment or "#" in endpoint:
+        return "it has a fragment"
+    return ""
+
+
+class _Encrypted(Exception):
+    """The key file is encrypted: OpenSSL asked for a password (we have none to give)."""
+
+
 def ssl_context(
     ca_file: str | None, cert_file: str | None, key_file: str | None
 ) -> ssl.SSLContext | None:
     """The TLS context for ``https`` endpoints: ``None`` (aiohttp's defaults) when no file
-    is given; else the system's trust store or ``ca_file``, and the client certificate."""
+    is given; else the system's trust store or ``ca_file``, and the client certificate.
+
+    The files are read now: one that is missing, unreadable or not what it should be is a
+    ``ValueError`` naming the option and the path (``ca_file '/typo': No such file or
+    directory``); the caller puts its own name in front."""
     if ca_file is None and cert_file is None and key_file is None:
         return None
     if key_file is not None and cert_file is None:
         raise ValueError("key_file= needs cert_file=")
-    context = ssl.create_default_context(cafile=ca_file)
+    for option, path in (("ca_file", ca_file), ("cert_file", cert_file), ("key_file", key_file)):
+        if path is not None:
+            _check_readable(option, path)
+    try:
+        context = ssl.create_default_context(cafile=ca_file)  # else the system's trust store
+    except (OSError, ValueError) as exc:
+        reason = _ssl(exc)
+        raise ValueError(f"ca_file {ca_file!r}: holds no PEM certificate ({reason})") from None
     if cert_file is not None:
-        context.load_cert_chain(cert_file, key_file)
+        problem = _load_cert_chain(context, cert_file, key_file)
+        if problem is not None:
+            raise ValueError(problem)
     return context
+
+
+def _check_readable(option: str, path: str) -> None:
+    if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+        raise ValueError(f"{option} must be a path, got {path!r}")
+    try:
+        with open(path, "rb") as file:
+            file.read(1)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ValueError(f"{option} {os.fspath(path)!r}: {reason}") from None
+
+
+def _load_cert_chain(context: ssl.SSLContext, cert_file: str, key_file: str | None) -> str | None:
+    """Load the client certificate; what is wrong with which file, or ``None``."""
+
+    def no_password() -> str:
+        raise _Encrypted  # never OpenSSL's prompt on the terminal
+
+    try:
+        context.load_cert_chain(cert_file, key_file, password=no_password)
+    except _Encrypted:
+        where = f"key_file {key_file!r}" if key_file else f"cert_file {cert_file!r}"
+        return f"{where}: the private key is encrypted (give an unencrypted key)"
+    except (OSError, ValueError) as exc:
+        reason = _ssl(exc)
+    else:
+        return None
+    if "KEY_VALUES_MISMATCH" in reason:
+        if key_file is None:
+            return f"cert_file {cert_file!r}: its private key does not match its certificate"
+        return f"key_file {key_file!r}: does not match the certificate of cert_file {cert_file!r}"
+    try:  # which file is wrong: does the certificate file hold a certificate?
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert_file)
+    except (OSError, ValueError):
+        return f"cert_file {cert_file!r}: holds no PEM certificate ({reason})"
+    if key_file is None:
+        return f"cert_file {cert_file!r}: holds no private key (give key_file=) ({reason})"
+    return f"key_file {key_file!r}: holds no PEM private key ({reason})"
+
+
+def _ssl(exc: Exception) -> str:
+    return str(getattr(exc, "reason", None) or exc)
 
 
 @dataclass
@@ -181,7 +302,7 @@ class EtcdClient:
         body: dict[str, Any] = {"key": _b64(key)}
         if range_end is not None:
             body["range_end"] = _b64(range_end)
-        what = f"range {_show(key)}" if range_end is not None else f"key {_show(key)}"
+        what = describe(key, range_end)
         answer = await self.call("/v3/kv/range", body, what=what, timeout=timeout)
         kvs = answer.get("kvs", [])
         if not isinstance(kvs, list):
@@ -193,11 +314,10 @@ class EtcdClient:
     ) -> dict[str, Any]:
         """One unary request, tried on each endpoint in turn until one answers; with a
         token obtained again once if etcd calls it invalid. Bounded by ``timeout`` in all."""
-        try:
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 return await self._call(path, body, what, timeout)
-        except TimeoutError:
-            raise EtcdError(f"etcd did not answer {what} within {timeout:g}s") from None
+        raise EtcdError(f"etcd did not answer {what} within {timeout:g}s")
 
     async def _call(
         self, path: str, body: dict[str, Any], what: str, timeout: float
@@ -205,8 +325,8 @@ class EtcdClient:
         try:
             return await self._failover(path, body, what, timeout)
         except TokenRejected:
-            self.forget_token()  # expired, or etcd restarted: once more
-            return await self._failover(path, body, what, timeout)
+            self.forget_token()  # expired, or etcd restarted: once more (outside the except)
+        return await self._failover(path, body, what, timeout)
 
     async def _failover(
         self, path: str, body: dict[str, Any], what: str, timeout: float
@@ -234,6 +354,8 @@ class EtcdClient:
     ) -> dict[str, Any]:
         """One request to the current endpoint, bounded by ``limit`` (its share of the
         whole call's timeout, so that a member that hangs leaves time for the next)."""
+        import aiohttp
+
         endpoint = self.endpoint
         try:
             async with self.session.post(
@@ -247,10 +369,11 @@ class EtcdClient:
                 raw = await read_bounded(response.content, what)
                 return self._answer(endpoint, response.status, raw, what)
         except TimeoutError:
-            raise Unreachable(f"{endpoint} did not answer within {limit:g}s") from None
+            error = Unreachable(f"{endpoint} did not answer within {limit:g}s")
         except aiohttp.ClientError as exc:
             stale = isinstance(exc, aiohttp.ServerDisconnectedError)
-            raise Unreachable(f"{endpoint}: {_reason(exc)}", stale=stale) from None
+            error = Unreachable(f"{endpoint}: {_reason(exc)}", stale=stale)
+        raise error  # outside the except: no __context__ (its request_info holds the token)
 
     def _answer(self, endpoint: str, status: int, raw: bytes, what: str) -> dict[str, Any]:
         if status >= 500:
@@ -341,9 +464,9 @@ class EtcdClient:
         except LeaseNotFound:
             raise
         except EtcdError as exc:
-            if LEASE_NOT_FOUND in str(exc) and not isinstance(exc, Unreachable):
-                raise LeaseNotFound(f"etcd does not know the lease of {what}") from None
-            raise
+            if LEASE_NOT_FOUND not in str(exc) or isinstance(exc, Unreachable):
+                raise
+        raise LeaseNotFound(f"etcd does not know the lease of {what}")
 
     # -- authentication --------------------------------------------------------------------
 
@@ -363,10 +486,14 @@ class EtcdClient:
                 return
             if isinstance(exc, Unreachable):
                 raise
+            refused: str | None = _after_colon(exc)
+        else:
+            refused = None
+        if refused is not None:
             raise EtcdError(
-                f"etcd refused the credentials of user {user!r}: {_after_colon(exc)}",
+                f"etcd refused the credentials of user {user!r}: {refused}",
                 retry_after=self.slow_retry,
-            ) from None
+            )
         token = answer.get("token")
         if not isinstance(token, str) or not token:
             raise EtcdError(f"etcd's answer to {what} holds no token")
@@ -389,8 +516,10 @@ class EtcdClient:
         self, key: bytes, range_end: bytes | None, start_revision: int, *, connect: float
     ) -> AsyncIterator[WatchStream]:
         """Open one watch stream on the current endpoint, from ``start_revision``, with
-        ``prev_kv`` and ``progress_notify``. Raises ``Unreachable`` if the endpoint does not
-        answer (the caller moves on to the next) and ``TokenRejected`` for a rejected token."""
+        ``prev_kv`` and ``progress_notify``; it is open once etcd sent its first message
+        (``created``), which the stream's first ``next`` returns. Raises ``Unreachable`` if
+        the endpoint does not answer, or does not open the stream within ``connect`` (the
+        caller moves on to the next) and ``TokenRejected`` for a rejected token."""
         await self._ensure_token(connect)
         request: dict[str, Any] = {
             "key": _b64(key),
@@ -400,32 +529,55 @@ class EtcdClient:
         }
         if range_end is not None:
             request["range_end"] = _b64(range_end)
-        endpoint, what = self.endpoint, f"the watch of {_show(key)}"
+        whole = key == b"\0" and range_end == b"\0"
+        what = "the watch of the whole keyspace" if whole else f"the watch of {_show(key)}"
+        stream = await self._open_watch(request, what, connect)
         try:
-            response = await self.session.post(
-                endpoint.rstrip("/") + "/v3/watch",
-                json={"create_request": request},
-                headers={**self._headers(), **REQUIRE_LEADER},
-                ssl=self._ssl(),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect),
-                allow_redirects=False,
-            )
-        except TimeoutError:
-            raise Unreachable(f"{endpoint} did not connect within {connect:g}s") from None
-        except aiohttp.ClientError as exc:
-            raise Unreachable(f"{endpoint}: {_reason(exc)}") from None
-        try:
-            if response.status != 200:
-                raw = await read_bounded(response.content, what)
-                raise self._answer_error(endpoint, response.status, raw, what)
-            yield WatchStream(self, response, endpoint, what)
+            yield stream
         finally:
-            response.close()  # a stream: the connection is not reused
+            stream.response.close()  # a stream: the connection is not reused
+
+    async def _open_watch(self, request: dict[str, Any], what: str, connect: float) -> WatchStream:
+        """``POST /v3/watch`` and its first message, both within ``connect``: a member that
+        accepts the connection and never answers (or never creates the watch) is
+        ``Unreachable``, as one that refuses it is."""
+        import aiohttp
+
+        endpoint = self.endpoint
+        response: aiohttp.ClientResponse | None = None
+        try:
+            async with asyncio.timeout(connect):
+                response = await self.session.post(
+                    endpoint.rstrip("/") + "/v3/watch",
+                    json={"create_request": request},
+                    headers={**self._headers(), **REQUIRE_LEADER},
+                    ssl=self._ssl(),
+                    timeout=aiohttp.ClientTimeout(total=None),  # a stream: bounded above
+                    allow_redirects=False,
+                )
+                if response.status != 200:
+                    raw = await read_bounded(response.content, what)
+                    error = self._answer_error(endpoint, response.status, raw, what)
+                else:
+                    stream = WatchStream(self, response, endpoint, what)
+                    await stream.open()
+                    return stream
+        except TimeoutError:
+            error = Unreachable(f"{endpoint} did not open {what} within {connect:g}s")
+        except aiohttp.ClientError as exc:
+            error = Unreachable(f"{endpoint}: {_reason(exc)}")
+        except BaseException:
+            if response is not None:
+                response.close()
+            raise
+        if response is not None:
+            response.close()
+        raise error  # outside the except: no __context__ (its request_info holds the token)
 
     def _answer_error(self, endpoint: str, status: int, raw: bytes, what: str) -> EtcdError:
         if status >= 500:
             return Unreachable(f"{endpoint} answered {status}: {_text(raw)}")
-        return self._failure(endpoint, status, _json(raw, what), what)
+        return self._failure(endpoint, status, _json(raw, f"{what} from {endpoint}"), what)
 
     def _watch_message(self, document: Any, endpoint: str, what: str) -> WatchMessage:
         if not isinstance(document, dict):
@@ -460,34 +612,70 @@ class WatchStream:
         self, client: EtcdClient, response: aiohttp.ClientResponse, endpoint: str, what: str
     ) -> None:
         self.client, self.response, self.endpoint, self.what = client, response, endpoint, what
-        self._buffer = bytearray()
+        self._lines = Lines(what)
+        self._first: WatchMessage | None = None
+
+    async def open(self) -> None:
+        """Wait for etcd's first message (``created``); the first ``next`` returns it."""
+        self._first = await self._read()
 
     async def next(self) -> WatchMessage:
-        line = await self._line()
+        first, self._first = self._first, None
+        return first if first is not None else await self._read()
+
+    async def _read(self) -> WatchMessage:
+        line = self._lines.pop()
+        while line is None:
+            self._lines.feed(await self._chunk())
+            line = self._lines.pop()
         document = _json(line, f"{self.what} from {self.endpoint}")
         return self.client._watch_message(document, self.endpoint, self.what)
 
-    async def _line(self) -> bytes:
-        while True:
-            end = self._buffer.find(b"\n")
-            if end >= 0:
-                line = bytes(self._buffer[:end])
-                del self._buffer[: end + 1]
-                if line.strip():
-                    return line
-                continue
-            if len(self._buffer) > MAX_MESSAGE:
-                raise EtcdError(f"etcd sent {self.what} a message larger than {MAX_MESSAGE} bytes")
-            self._buffer += await self._chunk()
-
     async def _chunk(self) -> bytes:
+        import aiohttp
+
         try:
             chunk = await self.response.content.readany()
         except aiohttp.ClientError as exc:
-            raise Unreachable(f"{self.endpoint} broke off {self.what}: {_reason(exc)}") from None
-        if not chunk:
-            raise Unreachable(f"{self.endpoint} closed {self.what}")
-        return chunk
+            error = Unreachable(f"{self.endpoint} broke off {self.what}: {_reason(exc)}")
+        else:
+            if chunk:
+                return chunk
+            error = Unreachable(f"{self.endpoint} closed {self.what}")
+        raise error  # outside the except: no __context__
+
+
+class Lines:
+    """Newline-delimited messages out of chunks, in linear time: each byte is searched for
+    a newline once (a scan goes on from where the last one ended), however many chunks a
+    long line comes in. Blank lines are skipped; a line longer than ``MAX_MESSAGE`` is an
+    :class:`EtcdError`."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._buffer = bytearray()
+        self._searched = 0
+        """How much of the buffer is known to hold no newline."""
+
+    def feed(self, chunk: bytes) -> None:
+        self._buffer += chunk
+
+    def pop(self) -> bytes | None:
+        """The next non-blank line, without its newline; ``None`` until one is complete."""
+        while True:
+            end = self._buffer.find(b"\n", self._searched)
+            if end < 0:
+                self._searched = len(self._buffer)
+                if self._searched > MAX_MESSAGE:
+                    raise EtcdError(
+                        f"etcd sent {self.what} a message larger than {MAX_MESSAGE} bytes"
+                    )
+                return None
+            line = bytes(self._buffer[:end])
+            del self._buffer[: end + 1]
+            self._searched = 0
+            if line.strip():
+                return line
 
 
 # -- decoding ----------------------------------------------------------------------------------
@@ -542,7 +730,8 @@ def _int(item: dict[str, Any], name: str, where: str) -> int:
     try:
         return int(raw)
     except (TypeError, ValueError):
-        raise EtcdError(f"etcd's answer for {where}: {name} {raw!r} is not an integer") from None
+        shown = repr(raw)[:40]
+        raise EtcdError(f"etcd's answer for {where}: {name} {shown} is not an integer") from None
 
 
 def _unb64(text: Any, where: str, what: str) -> bytes:
@@ -556,6 +745,15 @@ def _unb64(text: Any, where: str, what: str) -> bytes:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+def describe(key: bytes, range_end: bytes | None) -> str:
+    """What messages call a read or a watch of ``[key, range_end)``."""
+    if range_end is None:
+        return f"key {_show(key)}"
+    if key == b"\0" and range_end == b"\0":
+        return "the whole keyspace"
+    return f"range {_show(key)}"
 
 
 def _show(key: bytes) -> str:
@@ -581,10 +779,16 @@ async def read_bounded(content: aiohttp.StreamReader, what: str) -> bytes:
 
 
 def _json(raw: bytes, what: str) -> Any:
+    """``raw`` decoded as JSON, or an :class:`EtcdError` naming ``what`` (which names the
+    endpoint): not UTF-8, not JSON, nested too deeply for the decoder (``RecursionError``),
+    or an integer longer than Python converts (4300 digits: a ``ValueError``)."""
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EtcdError(f"etcd's answer for {what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        problem = "is nested too deeply"
+    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, an integer too long
+        problem = f"is not valid JSON: {str(exc)[:200]}"
+    raise EtcdError(f"etcd's answer for {what} {problem}")
 
 
 def _message(answer: Any) -> str:
@@ -598,7 +802,7 @@ def _after_colon(exc: EtcdError) -> str:
     return str(exc).rsplit(": ", 1)[-1]
 
 
-def _reason(exc: aiohttp.ClientError) -> str:
+def _reason(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
