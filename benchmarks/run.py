@@ -1927,7 +1927,9 @@ class FleetNode:
 
 
 class Fleet:
-    """Node processes and, per value, the ``time.monotonic()`` of each node's callback.
+    """Node processes and, per value, the ``time.monotonic()`` of each node's first callback
+    for it (keyed by node, so a node called twice counts once and cannot stand in for a node
+    never called).
 
     The nodes take their times with ``time.monotonic()`` too: on Linux that is
     CLOCK_MONOTONIC, one clock for the whole system, so a node's time and the time this
@@ -1937,7 +1939,8 @@ class Fleet:
     def __init__(self, count: int) -> None:
         self.count = count
         self.nodes: list[FleetNode] = []
-        self.arrivals: dict[Any, list[float]] = {}
+        self.arrivals: dict[Any, dict[int, float]] = {}
+        """value → {node index: its first callback's time}."""
         self.waiting: dict[Any, asyncio.Future[list[float]]] = {}
 
     async def spawn(self, argv: list[str], log: Path) -> FleetNode:
@@ -1954,10 +1957,10 @@ class Fleet:
             )
         node = FleetNode(process, log, spawned, loop.create_future())
         self.nodes.append(node)
-        node.reader = asyncio.create_task(self._read(node))
+        node.reader = asyncio.create_task(self._read(node, len(self.nodes) - 1))
         return node
 
-    async def _read(self, node: FleetNode) -> None:
+    async def _read(self, node: FleetNode, index: int) -> None:
         assert node.process.stdout is not None
         async for line in node.process.stdout:
             if not line.startswith(b"{"):
@@ -1967,8 +1970,7 @@ class Fleet:
                 if not node.ready.done():
                     node.ready.set_result(message)
             else:
-                self.arrivals.setdefault(message["value"], []).append(message["t"])
-                self._check(message["value"])
+                self.record(index, message["value"], message["t"])
         if not node.ready.done():
             await node.process.wait()
             tail = node.log.read_text(errors="replace")[-2000:]
@@ -1982,15 +1984,21 @@ class Fleet:
             return list(await asyncio.gather(*(node.ready for node in self.nodes)))
 
     def expect(self, value: Any) -> asyncio.Future[list[float]]:
-        """A future of every node's callback time for ``value``, once all have one."""
+        """A future of every node's (first) callback time for ``value``, once each distinct
+        node has one."""
         self.waiting[value] = asyncio.get_running_loop().create_future()
         self._check(value)
         return self.waiting[value]
 
+    def record(self, index: int, value: Any, t: float) -> None:
+        """Node ``index``'s callback for ``value`` at ``t``: only its first one counts."""
+        self.arrivals.setdefault(value, {}).setdefault(index, t)
+        self._check(value)
+
     def _check(self, value: Any) -> None:
-        waiting, times = self.waiting.get(value), self.arrivals.get(value, [])
+        waiting, times = self.waiting.get(value), self.arrivals.get(value, {})
         if waiting is not None and not waiting.done() and len(times) >= self.count:
-            waiting.set_result(sorted(times))
+            waiting.set_result(sorted(times.values()))
 
     async def close(self, *, kill: bool) -> None:
         """Close every node's stdin (it stops its tree and exits), or ``kill`` them; a node
@@ -2045,7 +2053,7 @@ async def fleet_latencies(
         await asyncio.wait_for(warm, FLEET_LIMIT_S)
     except TimeoutError:
         raise RuntimeError(
-            f"the warm-up write reached {len(nodes.arrivals.get(-1, []))} of "
+            f"the warm-up write reached {len(nodes.arrivals.get(-1, {}))} of "
             f"{nodes.count} nodes in {FLEET_LIMIT_S:g}s"
         ) from None
     await asyncio.sleep(FLEET_PAUSE_S)

@@ -205,17 +205,31 @@ class Nodes:
                 await asyncio.wait_for(reader, 5)
 
 
-def cli(*arguments: str) -> int:
+async def cli(*arguments: str) -> int:
     """``python -m otpylib_config ARGUMENTS`` as an operator would run it: its output, its
-    exit status."""
-    command = [sys.executable, "-m", "otpylib_config", *arguments]
+    exit status. A subprocess of the event loop (never a blocking ``subprocess.run``, which
+    would stop this process's loop, and with it the reading of the nodes' output),
+    killed if it takes more than STEP_TIMEOUT_S."""
     print(f"   $ otpylib-config {' '.join(arguments)}")
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=STEP_TIMEOUT_S, check=False
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "otpylib_config",
+        *arguments,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    for line in (done.stdout + done.stderr).rstrip().splitlines():
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), STEP_TIMEOUT_S)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise SystemExit(f"otpylib-config {' '.join(arguments)} did not finish in time") from None
+    for line in (out + err).decode(errors="replace").rstrip().splitlines():
         print(f"   {line}")
-    return done.returncode
+    assert proc.returncode is not None
+    return proc.returncode
 
 
 async def fleet_hashes(etcd_url: str, count: int, not_hash: str | None = None) -> str:
@@ -247,7 +261,7 @@ async def demo(etcd_url: str, directory: Path) -> None:
         await nodes.start(etcd_url, directory)
         await nodes.wait_for(": started,", NODES)
         before = await fleet_hashes(etcd_url, NODES)
-        cli("fleet", "status", "--etcd", etcd_url)
+        await cli("fleet", "status", "--etcd", etcd_url)
 
         show("one write to etcd reaches every node")
         await etcd_put(etcd_url, CONFIG_PREFIX + "database/pool_size", "20")
@@ -255,8 +269,8 @@ async def demo(etcd_url: str, directory: Path) -> None:
 
         show("the fleet converges on the new config")
         after = await fleet_hashes(etcd_url, NODES, not_hash=before)
-        waited = cli("fleet", "wait", "--hash", after, "--timeout", "10", "--etcd", etcd_url)
-        status = cli("fleet", "status", "--etcd", etcd_url)
+        waited = await cli("fleet", "wait", "--hash", after, "--timeout", "10", "--etcd", etcd_url)
+        status = await cli("fleet", "status", "--etcd", etcd_url)
         fleet = await read_fleet([etcd_url], tree=TREE)
         print(
             f"   read_fleet: {len(fleet.nodes)} nodes, agree={fleet.agree}, "

@@ -9,12 +9,17 @@ own subprocess, and make one change its configuration. Every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from .etcd_cluster import ETCD, EtcdCluster, etcd, etcd_module, free_port, next_prefix
 from .test_cli import arun_cli, clean_env, run_cli
@@ -113,7 +118,7 @@ async def test_status_filters_by_tree_reports_garbage_and_prints_json(
     assert [n["node"] for n in body["nodes"]] == ["a"]
     assert body["agree"] is True and body["ok"] is True and body["hashes"] == {HASH_A: ["a"]}
     assert len(body["problems"]) == 1 and f"{prefix}app/broken" in body["problems"][0]
-    assert f"skipped {prefix}app/broken" in result.err
+    assert f"skipped '{prefix}app/broken': not a JSON announcement" in result.err
     everything = await arun_cli("fleet", "status", "--etcd", etcd_module.url, "--prefix", prefix)
     assert everything.code == 1 and "DISAGREE" in everything.out
 
@@ -125,6 +130,43 @@ async def test_status_takes_the_endpoints_from_the_environment(etcd_module: Etcd
     result = await arun_cli("fleet", "status", "--prefix", prefix, env=env)
     assert result.code == 0, result.both  # the first endpoint is down: the next one answers
     assert "1 node agree" in result.out
+
+
+async def test_status_skips_hostile_announcements_and_never_prints_control_characters(
+    etcd_module: EtcdCluster,
+) -> None:
+    prefix = next_prefix()
+    await announce(etcd_module, prefix, "a")
+    await etcd_module.put(f"{prefix}app/deep", b"[" * 100_000)
+    await etcd_module.put(f"{prefix}app/digits", b'{"version": ' + b"9" * 5000 + b"}")
+    await announce(etcd_module, prefix, "evil", host="\x1b]0;owned\x07")
+    await etcd_module.put(f"{prefix}app/\x1b[31mred".encode(), b"{nope")
+    for extra in ([], ["--json"]):
+        result = await arun_cli(
+            "fleet", "status", "--etcd", etcd_module.url, "--prefix", prefix, *extra
+        )
+        assert result.code == 0, result.both  # "a" agrees with itself; the rest is skipped
+        assert "Traceback" not in result.err
+        assert "\x1b" not in result.both and "\x07" not in result.both
+        assert result.err.count("skipped ") == 4
+        assert "nested too deeply" in result.err and "\\x1b[31mred" in result.err
+
+
+def test_tls_options_reach_the_client_and_a_bad_file_is_a_usage_error(tmp_path: Path) -> None:
+    missing = str(tmp_path / "no-ca.pem")
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello\n")
+    base = ["--etcd", "https://127.0.0.1:1"]
+    for command in (["status"], ["wait", "--hash", HASH_A, "--timeout", "1"]):
+        for options, named in [
+            (["--ca-file", missing], f"ca_file '{missing}'"),
+            (["--cert-file", str(not_pem)], f"cert_file '{not_pem}'"),
+            (["--cert-file", str(not_pem), "--key-file", missing], "_file '"),
+            (["--key-file", missing], "--key-file needs --cert-file"),
+        ]:
+            result = run_cli("fleet", *command, *base, *options)
+            assert result.code == 2, (command, options, result.both)
+            assert named in result.err and "Traceback" not in result.err
 
 
 def test_status_exits_3_when_etcd_is_unreachable() -> None:
@@ -190,6 +232,56 @@ async def test_a_password_is_used_and_never_printed(etcd: EtcdCluster) -> None:
 
 
 # -- fleet wait -----------------------------------------------------------------------------------
+
+
+class CountingProxy:
+    """etcd's HTTP API behind an aiohttp server that counts the requests per path."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[str]:
+        async with aiohttp.ClientSession() as http:
+
+            async def forward(request: web.Request) -> web.Response:
+                self.counts[request.path] += 1
+                headers = {k: v for k, v in request.headers.items() if k == "Authorization"}
+                async with http.post(
+                    self.target + request.path_qs, data=await request.read(), headers=headers
+                ) as answer:
+                    body = await answer.read()
+                    return web.Response(
+                        body=body, status=answer.status, content_type="application/json"
+                    )
+
+            app = web.Application()
+            app.router.add_route("POST", "/{tail:.*}", forward)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            port = free_port()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            try:
+                yield f"http://127.0.0.1:{port}"
+            finally:
+                await runner.cleanup()
+
+
+async def test_wait_keeps_one_client_and_authenticates_once(etcd: EtcdCluster) -> None:
+    prefix = next_prefix()
+    await announce(etcd, prefix, "a", config_hash=HASH_B)  # never converges on HASH_A
+    await etcd.enable_auth(root_password=PASSWORD)
+    proxy = CountingProxy(etcd.url)
+    async with proxy.running() as url:
+        result = await arun_cli(
+            "fleet", "wait", "--hash", HASH_A, "--timeout", "3", "--etcd", url,
+            "--prefix", prefix, "--username", "root", "--password-env", "FLEET_PW",
+            env=clean_env(FLEET_PW=PASSWORD),
+        )  # fmt: skip
+    assert result.code == 1, result.both  # timed out: it did read, several times
+    assert proxy.counts["/v3/kv/range"] >= 2, proxy.counts
+    assert proxy.counts["/v3/auth/authenticate"] == 1, proxy.counts
 
 
 async def test_wait_exits_0_once_every_node_reports_the_hash(

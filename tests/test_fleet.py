@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import sys
 import textwrap
 import time
@@ -32,7 +33,7 @@ from otpylib import atom, process
 import otpylib_config
 from otpylib_config import Config, ConfigSpec, DefaultsSource, telemetry
 from otpylib_config.client import current_table
-from otpylib_config.fleet import FleetError, FleetSpec, decode, read_fleet
+from otpylib_config.fleet import FleetError, FleetReader, FleetSpec, decode, read_fleet
 from otpylib_config.fleet.announcer import FleetState, state_of
 from otpylib_config.supervisor import in_process
 from otpylib_config.table import ConfigTable
@@ -90,7 +91,7 @@ async def gone(cluster: EtcdCluster, key: str, timeout: float = WAIT) -> float:
 
 
 def fleet(cluster: EtcdCluster, prefix: str, node: str = "n1", **options: Any) -> FleetSpec:
-    options.setdefault("ttl", 30.0)  # long: only a revoke or a re-put explains what is seen
+    options.setdefault("ttl", 30.0)  # long: only a revoke or a put explains what is seen
     return FleetSpec(node, endpoints=cluster.endpoints, prefix=prefix, **options)
 
 
@@ -286,6 +287,22 @@ def test_fleet_spec_never_shows_the_password() -> None:
         ConfigSpec(fleet="a")  # type: ignore[arg-type]
 
 
+def test_fleet_spec_reads_the_tls_files_naming_the_option_and_the_file(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nonexistent.pem")
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello\n")
+    for options, named in [
+        ({"ca_file": missing}, f"FleetSpec.ca_file '{missing}'"),
+        ({"ca_file": str(not_pem)}, f"FleetSpec.ca_file '{not_pem}'"),
+        ({"cert_file": missing}, f"FleetSpec.cert_file '{missing}'"),
+        ({"cert_file": str(not_pem), "key_file": missing}, f"'{missing}'"),
+        ({"ca_file": str(tmp_path)}, f"FleetSpec.ca_file '{tmp_path}'"),  # a directory
+    ]:
+        with pytest.raises(ValueError) as caught:
+            FleetSpec("a", **options)
+        assert named in str(caught.value), (options, str(caught.value))
+
+
 def test_importing_the_fleet_options_does_not_import_aiohttp() -> None:
     code = (
         "import sys; from otpylib_config import ConfigSpec; from otpylib_config.fleet import "
@@ -297,6 +314,37 @@ def test_importing_the_fleet_options_does_not_import_aiohttp() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+BENCH_CHECK = """
+import asyncio, sys
+sys.path.insert(0, "benchmarks")
+import run
+
+async def main():
+    fleet = run.Fleet(2)
+    seen = fleet.expect(7)
+    fleet.record(0, 7, 1.0)
+    fleet.record(0, 7, 2.0)  # node 0 twice: node 1 has not seen 7 yet
+    assert not seen.done(), "a node called twice stood in for one never called"
+    fleet.record(1, 7, 3.0)
+    assert seen.done() and seen.result() == [1.0, 3.0], seen.result()
+    print("ok")
+
+asyncio.run(main())
+"""
+
+
+def test_the_fleet_benchmark_counts_distinct_nodes_per_value() -> None:
+    """Rows 21a/21b (benchmarks/run.py, ``Fleet``): a write has reached the fleet when each
+    node has called back, not when there were as many callbacks as nodes."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", BENCH_CHECK], capture_output=True, text=True, timeout=60, cwd=root
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
 
 
 def test_decode_says_what_is_wrong_with_an_announcement() -> None:
@@ -324,6 +372,15 @@ def test_decode_says_what_is_wrong_with_an_announcement() -> None:
         (json.dumps({k: v for k, v in good.items() if k != "node"}).encode(), "node"),
         (json.dumps({**good, "sources": {"a": 1}}).encode(), "sources"),
         (json.dumps({**good, "announced_at": "now"}).encode(), "announced_at"),
+        (b"[" * 100_000, "nested too deeply"),  # RecursionError inside json
+        (b'{"version": ' + b"7" * 5000 + b"}", "not a JSON announcement"),  # int > 4300 digits
+        (json.dumps({**good, "node": "a\x1b[31m"}).encode(), "node is not printable"),
+        (json.dumps({**good, "tree": "t\n"}).encode(), "tree is not printable"),
+        (json.dumps({**good, "host": "h\x1b]0;pwned\x07"}).encode(), "host is not printable"),
+        (json.dumps({**good, "config_hash": "ab\r"}).encode(), "config_hash is not printable"),
+        (json.dumps({**good, "admin_url": "http://x\x1b[2J"}).encode(), "admin_url"),
+        (json.dumps({**good, "sources": {"s\x1b": True}}).encode(), "sources"),
+        (json.dumps({**good, "node": "a\u202eb"}).encode(), "node is not printable"),  # bidi
     ]:
         with pytest.raises(ValueError, match=says):
             decode(raw)
@@ -363,13 +420,78 @@ async def test_a_put_is_announced_promptly(start_tree: StartTree, etcd_module: E
     with telemetry.capture_events(telemetry.FLEET_ANNOUNCED) as events:
         await Config.put("x", 2)
         status = await Config.status()
-        # ttl 30: the periodic re-put is 10 s away, so only the change explains this
+        # ttl 30: the next refresh is 10 s away, so only the change explains this
         value, same_lease = await announced(
             etcd_module, key, lambda v: v["version"] == status.version, timeout=5
         )
     assert value["config_hash"] == status.config_hash != first["config_hash"]
     assert same_lease == lease
     assert [e.metadata["reason"] for e in events][:1] == ["change"]
+
+
+async def revision_and_lease(cluster: EtcdCluster, key: str) -> tuple[int, int] | None:
+    """``key``'s mod_revision and lease, or ``None`` if absent."""
+    kvs = (await cluster.call("/v3/kv/range", {"key": b64(key)})).get("kvs") or []
+    return (int(kvs[0]["mod_revision"]), int(kvs[0].get("lease", 0))) if kvs else None
+
+
+async def test_an_idle_node_keeps_its_lease_alive_without_writing_revisions(
+    start_tree: StartTree, etcd_module: EtcdCluster
+) -> None:
+    prefix = next_prefix()
+    await start_tree(sources=[DefaultsSource({"x": 1})], fleet=fleet(etcd_module, prefix, ttl=3))
+    key = f"{prefix}default/n1"
+    first, _ = await announced(etcd_module, key)
+    before = await revision_and_lease(etcd_module, key)
+    assert before is not None
+    state = fleet_state(current_table())
+    with telemetry.capture_events(telemetry.FLEET_ANNOUNCED) as events:
+        # 5 s: more than the 3 s TTL (only keepalives keep the key) and about 5 refreshes
+        await asyncio.sleep(5.0)
+        after = await revision_and_lease(etcd_module, key)
+    assert after == before, "the key was written again (or lost) though nothing changed"
+    assert events == [] and state.announcements == 1 and state.announcing
+    assert state.announced_at == first["announced_at"]  # when this content was written
+    ttl = await etcd_module.call("/v3/lease/timetolive", {"ID": str(before[1])})
+    assert int(ttl["TTL"]) > 0  # kept alive
+
+    await Config.put("x", 2)  # a change is written at once, under the same lease
+    value, lease = await announced(etcd_module, key, lambda v: v["version"] == 2, timeout=5)
+    changed = await revision_and_lease(etcd_module, key)
+    assert changed is not None and changed[0] > before[0] and lease == before[1]
+    assert value["announced_at"] > first["announced_at"]
+
+
+async def test_the_announcer_survives_any_failure_and_retries_until_it_works(
+    start_tree: StartTree,
+    etcd_module: EtcdCluster,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    system_ca = ssl.get_default_verify_paths().cafile
+    if system_ca is None or not os.path.exists(system_ca):
+        pytest.skip("no system CA bundle to stand for a CA file")
+    ca_file = tmp_path / "ca.pem"
+    shutil.copyfile(system_ca, ca_file)
+    prefix = next_prefix()
+    spec = fleet(etcd_module, prefix, ca_file=str(ca_file))  # http endpoints: TLS unused
+    ca_file.unlink()  # gone after the spec was checked: the announcer cannot read it
+    with telemetry.capture_events(telemetry.FLEET_ERROR) as errors:
+        await start_tree(sources=[DefaultsSource({"x": 1})], fleet=spec)
+        table = current_table()
+        state = fleet_state(table)
+        await eventually(lambda: state.failures >= 2, timeout=WAIT)  # retried, not dead
+    assert table.fleet_task is not None and not table.fleet_task.done()
+    assert str(ca_file) in (state.last_error or "") and not state.announcing
+    assert "cannot announce itself in etcd" in caplog.text and str(ca_file) in caplog.text
+    assert errors and errors[0].metadata["stage"] == "grant"
+    assert str(ca_file) in errors[0].metadata["error"]
+    assert await announcement(etcd_module, f"{prefix}default/n1") is None
+    assert (await Config.status()).healthy  # best effort: the tree is fine
+
+    shutil.copyfile(system_ca, ca_file)  # fixed: the next retry announces the node
+    await announced(etcd_module, f"{prefix}default/n1", timeout=WAIT)
+    await eventually(lambda: state.announcing, timeout=WAIT)
 
 
 async def test_stop_withdraws_the_announcement_at_once(
@@ -541,6 +663,78 @@ async def test_read_fleet_sees_three_nodes_agree_then_disagree(
         for node in running:
             assert await announcement(etcd_module, node.key) is None
     assert not (await read_fleet(etcd_module.endpoints, prefix, tree="app")).agree
+
+
+GOOD = {
+    "node": "ok",
+    "tree": "app",
+    "version": 1,
+    "config_hash": "ab" * 32,
+    "healthy": True,
+    "sources": {},
+    "started_at": 1.0,
+    "announced_at": 2.0,
+    "pid": 7,
+    "host": "h",
+    "admin_url": None,
+}
+HOSTILE = {  # key under {prefix}app/ -> value: each is skipped, none raises
+    "deep": b"[" * 100_000,
+    "digits": b'{"version": ' + b"9" * 5000 + b"}",
+    "ansi": json.dumps({**GOOD, "node": "evil\x1b[2J"}).encode(),
+    "bell\x07\x1b[31m": b"{not json",
+}
+
+
+async def test_read_fleet_skips_hostile_announcements_and_escapes_their_keys(
+    etcd_module: EtcdCluster,
+) -> None:
+    prefix = next_prefix()
+    await etcd_module.put(f"{prefix}app/ok", json.dumps(GOOD))
+    for name, raw in HOSTILE.items():
+        await etcd_module.put(f"{prefix}app/{name}".encode(), raw)
+    found = await read_fleet(etcd_module.endpoints, prefix, tree="app")
+    assert [n.node for n in found.nodes] == ["ok"] and found.agree
+    assert len(found.problems) == len(HOSTILE)
+    assert all("\x1b" not in p and "\x07" not in p for p in found.problems)
+    assert any("nested too deeply" in p for p in found.problems)
+    assert any("node is not printable" in p for p in found.problems)
+    assert any(repr(f"{prefix}app/bell\x07\x1b[31m") in p for p in found.problems)
+
+
+async def test_read_fleet_takes_the_tls_files_naming_a_bad_one(tmp_path: Path) -> None:
+    missing = str(tmp_path / "ca.pem")
+    with pytest.raises(ValueError, match=f"ca_file '{missing}'"):
+        await read_fleet(["https://127.0.0.1:2379"], ca_file=missing)
+    with pytest.raises(ValueError, match="key_file"):
+        await read_fleet(["https://127.0.0.1:2379"], key_file=missing)
+    system_ca = ssl.get_default_verify_paths().cafile
+    if system_ca is not None and os.path.exists(system_ca):
+        reader = FleetReader(["https://127.0.0.1:2379"], ca_file=system_ca)
+        async with reader:
+            assert isinstance(reader.client.tls, ssl.SSLContext)  # it reaches the client
+
+
+async def test_the_lease_ttl_etcd_grants_is_logged_when_raised_above_ttl(
+    start_tree: StartTree, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # etcd's minimum lease TTL is 1.5 x its election timeout: 3 s here -> 5 s (ceil 4.5)
+    flags = {"election-timeout": "3000", "heartbeat-interval": "100"}
+    cluster = EtcdCluster(tmp_path / "etcd", **flags)
+    try:
+        await asyncio.to_thread(cluster.launch)
+        prefix = next_prefix()
+        await start_tree(sources=[DefaultsSource({"x": 1})], fleet=fleet(cluster, prefix, ttl=2))
+        _, lease = await announced(cluster, f"{prefix}default/n1")
+        granted = int(
+            (await cluster.call("/v3/lease/timetolive", {"ID": str(lease)}))["grantedTTL"]
+        )
+        assert granted > 2
+        state = fleet_state(current_table())
+        assert state.lease_ttl == granted
+        assert f"a TTL of {granted}s, not the 2s asked" in caplog.text
+    finally:
+        cluster.stop()
 
 
 async def test_read_fleet_raises_fleet_error_when_etcd_is_unreachable() -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from otpylib_config.cli._errors import (
@@ -25,13 +26,14 @@ from otpylib_config.cli._errors import (
 from otpylib_config.cli._output import Output
 from otpylib_config.cli._parser import json_option, positive_int
 from otpylib_config.cli._registry import Command, register
+from otpylib_config.fleet.options import DEFAULT_PREFIX
+from otpylib_config.sources.etcd_kv import DEFAULT_ENDPOINT
 
 if TYPE_CHECKING:
-    from otpylib_config.fleet import Fleet, Node
+    from otpylib_config.fleet import Fleet, FleetReader, Node
 
 ETCD_ENV = "OTPYLIB_CONFIG_ETCD"
-DEFAULT_ETCD = "http://127.0.0.1:2379"
-DEFAULT_PREFIX = "/otpylib-config/fleet/"  # FleetSpec's default (kept here: no import)
+DEFAULT_ETCD = DEFAULT_ENDPOINT
 REQUEST_TIMEOUT = 5.0
 POLL_S = 0.5
 SHORT_HASH = 12
@@ -42,13 +44,15 @@ Args = argparse.Namespace
 FLEET_HELP = f"""\
 fleet commands read etcd directly: --etcd URL (repeatable), else ${ETCD_ENV}
 (comma-separated), else {DEFAULT_ETCD}. The password comes from the variable that
---password-env names, never from the command line.
+--password-env names, never from the command line. --ca-file, --cert-file and --key-file
+set up TLS for https endpoints. One command uses one connection and one etcd token.
 
 exit codes:
   0  status: the nodes agree on the config hash and are healthy; wait: they converged
   1  status: they disagree, one is unhealthy, or none is announced; wait: timed out
   2  usage error (bad option, endpoint, prefix or hash)
-  3  etcd cannot be reached (wait: at no time), or it refused the credentials"""
+  3  etcd cannot be reached (wait: no read succeeded during the wait), or it refused the
+     credentials"""
 
 
 # -- arguments -------------------------------------------------------------------------------
@@ -76,6 +80,15 @@ def _etcd_arguments(parser: argparse.ArgumentParser) -> None:
         "--password-env",
         metavar="VAR",
         help="the environment variable holding the etcd user's password",
+    )
+    group.add_argument(
+        "--ca-file", metavar="FILE", help="TLS: the CA bundle that signs etcd's certificate"
+    )
+    group.add_argument(
+        "--cert-file", metavar="FILE", help="TLS: a client certificate (PEM) for etcd"
+    )
+    group.add_argument(
+        "--key-file", metavar="FILE", help="TLS: the client certificate's key (with --cert-file)"
     )
 
 
@@ -150,31 +163,60 @@ def credentials_of(args: Args, environ: Mapping[str, str]) -> tuple[str | None, 
     return args.username, password
 
 
-async def _read(args: Args, timeout: float) -> Fleet:
-    from otpylib_config.fleet import FleetError, read_fleet
+def tls_of(args: Args) -> tuple[str | None, str | None, str | None]:
+    if args.key_file is not None and args.cert_file is None:
+        raise UsageError("--key-file needs --cert-file")
+    return args.ca_file, args.cert_file, args.key_file
+
+
+def reader_of(args: Args) -> FleetReader:
+    """One reader for the whole command: one session, one etcd token (``fleet wait`` polls
+    through it rather than authenticating again on every read)."""
+    from otpylib_config.fleet import FleetReader
 
     endpoints = endpoints_of(args, os.environ)
     username, password = credentials_of(args, os.environ)
+    ca_file, cert_file, key_file = tls_of(args)
     try:
-        return await read_fleet(
+        return FleetReader(
             endpoints,
             args.prefix,
             tree=args.tree,
             username=username,
             password=password,
-            timeout=timeout,
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
         )
+    except ValueError as exc:  # a bad endpoint, prefix, tree id or TLS file (named)
+        raise UsageError(str(exc)) from None
+
+
+@contextlib.asynccontextmanager
+async def _opened(args: Args) -> AsyncIterator[FleetReader]:
+    async with reader_of(args) as reader:
+        yield reader
+
+
+async def _read(reader: FleetReader, timeout: float) -> Fleet:
+    from otpylib_config.fleet import FleetError
+
+    try:
+        return await reader.read(timeout)
     except FleetError as exc:
         raise CliError(str(exc), EXIT_UNREACHABLE) from None
-    except ValueError as exc:  # a bad endpoint, prefix or tree id
-        raise UsageError(str(exc)) from None
+
+
+async def _status(args: Args) -> Fleet:
+    async with _opened(args) as reader:
+        return await _read(reader, args.timeout)
 
 
 # -- fleet status --------------------------------------------------------------------------------
 
 
 def status(args: Args, out: Output) -> int:
-    fleet = asyncio.run(_read(args, args.timeout))
+    fleet = asyncio.run(_status(args))
     ok = fleet.agree and fleet.healthy
     for problem in fleet.problems:
         out.notice(f"skipped {problem}")
@@ -268,6 +310,11 @@ def wait(args: Args, out: Output) -> int:
 
 
 async def _wait(args: Args, wanted: str, out: Output) -> int:
+    async with _opened(args) as reader:
+        return await _poll(reader, args, wanted, out)
+
+
+async def _poll(reader: FleetReader, args: Args, wanted: str, out: Output) -> int:
     deadline = time.monotonic() + args.timeout
     minimum = args.nodes or 1
     last: Fleet | None = None
@@ -276,7 +323,7 @@ async def _wait(args: Args, wanted: str, out: Output) -> int:
     while True:
         left = deadline - time.monotonic()
         try:
-            fleet = await _read(args, max(0.1, min(REQUEST_TIMEOUT, left)))
+            fleet = await _read(reader, max(0.1, min(REQUEST_TIMEOUT, left)))
         except CliError as exc:
             if exc.code != EXIT_UNREACHABLE:
                 raise
@@ -366,9 +413,9 @@ register(
                 "status",
                 "one line per node; exit 0 if they agree on the hash and are healthy",
                 "Print every announced node (node, tree, version, short config hash, healthy,\n"
-                "when it started, the age of its announcement) and whether they all report\n"
-                "the same config hash. Exit 0 if they agree and all are healthy, 1 if not (or\n"
-                "no node is announced), 3 if etcd cannot be read.",
+                "when it started, how long ago its announcement last changed) and whether\n"
+                "they all report the same config hash. Exit 0 if they agree and all are\n"
+                "healthy, 1 if not (or no node is announced), 3 if etcd cannot be read.",
                 "  {prog} fleet status --etcd http://127.0.0.1:2379\n"
                 "  {prog} fleet status --tree myapp --json\n"
                 "  {prog} fleet status --username ops --password-env ETCD_PASSWORD",
@@ -381,7 +428,7 @@ register(
                 "wait until every node reports config hash H and is healthy",
                 "Poll etcd until every announced node (at least N with --nodes) reports the\n"
                 "config hash H and is healthy: exit 0. After --timeout, exit 1 naming the\n"
-                "nodes that do not; exit 3 if etcd could not be read at all meanwhile.",
+                "nodes that do not; exit 3 if no read of etcd succeeded meanwhile.",
                 "  {prog} fleet wait --hash 3f2a9c1d --timeout 60\n"
                 "  {prog} fleet wait --hash 3f2a9c1d --nodes 3 --tree myapp",
                 _wait_arguments,

@@ -5,6 +5,15 @@ on the configuration. Importing this package does not import aiohttp: the announ
 client when the fleet is read."""
 
 from otpylib_config.fleet.options import DEFAULT_PREFIX, FleetSpec
-from otpylib_config.fleet.view import Fleet, FleetError, Node, decode, read_fleet
+from otpylib_config.fleet.view import Fleet, FleetError, FleetReader, Node, decode, read_fleet
 
-__all__ = ["DEFAULT_PREFIX", "Fleet", "FleetError", "FleetSpec", "Node", "decode", "read_fleet"]
+__all__ = [
+    "DEFAULT_PREFIX",
+    "Fleet",
+    "FleetError",
+    "FleetReader",
+    "FleetSpec",
+    "Node",
+    "decode",
+    "read_fleet",
+]

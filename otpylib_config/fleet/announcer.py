@@ -5,24 +5,27 @@ an empty ``contextvars`` context) that does the work outside any process context
 the process ends, the task is cancelled, withdraws the announcement and detaches its
 telemetry handler. ``init`` waits until the task of a predecessor has finished that.
 
-The task grants a lease of ``FleetSpec.ttl`` seconds and puts the key
+The task grants a lease of ``FleetSpec.ttl`` seconds (etcd may grant more: its minimum
+lease TTL grows with its election timeout; the granted TTL is logged) and puts the key
 ``{prefix}{tree}/{node}`` with it, holding what ``status()`` says of the tree (version,
 config hash, health, per-source health) and of the node (pid, host, admin URL, when it
-started). It keeps the lease alive every ``ttl / 3`` and puts the announcement again then
-(a safety net), and at once (after a short coalescing delay) when a telemetry event of the
-tree says its version, hash or health may have changed. A lease etcd no longer knows (it
-expired during an outage, or etcd lost its data) is replaced by a new one and the node
-announced again. While etcd does not answer, it retries with a backoff and the tree goes
-on: the announcer is best effort, and says it is failing in its log, its telemetry
-(``config.fleet.error``) and :func:`state_of`. On cancellation it revokes the lease
-(bounded by :data:`REVOKE_TIMEOUT_S`), so a node that stops disappears at once; one that is
-killed disappears when the lease lapses, ``ttl`` later.
+started). It keeps the lease alive every ``ttl / 3``, which is what shows the node is
+alive, and checks then whether the announcement would say something new (a safety net for
+a change no event reported). It puts the announcement only when its content changed, so an
+idle node writes no etcd revision: at once (after a short coalescing delay) when a
+telemetry event of the tree says its version, hash or health may have changed. A lease
+etcd no longer knows (it expired during an outage, or etcd lost its data) is replaced by a
+new one and the node announced again. While etcd does not answer, or anything else fails
+(a TLS file that cannot be read, a bug), it retries with a backoff and the tree goes on:
+the announcer is best effort, its task never ends on its own, and it says it is failing in
+its log, its telemetry (``config.fleet.error``) and :func:`state_of`. On cancellation it
+revokes the lease (bounded by :data:`REVOKE_TIMEOUT_S`), so a node that stops disappears at
+once; one that is killed disappears when the lease lapses, the granted TTL later.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import json
 import logging
@@ -32,7 +35,6 @@ import random
 import socket
 import time
 import weakref
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,13 +88,17 @@ class FleetState:
     started_at: float
     """Wall-clock time the tree's first announcer started (≈ when the tree started)."""
     lease: int | None = None
+    lease_ttl: int | None = None
+    """The TTL etcd granted the lease, in seconds: ``ceil(ttl)``, or more when etcd's minimum
+    lease TTL (1.5 x its election timeout) is higher."""
     announced_at: float | None = None
-    """Wall-clock time of the last announcement etcd took."""
+    """Wall-clock time the content now announced was written (a put happens only when the
+    content changes, or with a new lease)."""
     announcements: int = 0
     last_error: str | None = None
     last_error_at: float | None = None
     failures: int = 0
-    """etcd errors since the tree started."""
+    """Failed attempts (etcd errors, or anything else) since the tree started."""
 
     @property
     def announcing(self) -> bool:
@@ -156,23 +162,22 @@ async def _announce(table: ConfigTable, spec: FleetSpec, state: FleetState) -> N
     handler = f"otpylib_config.fleet.{table.spec.id}.{id(announcer)}"
     telemetry.attach_many(handler, WAKE_EVENTS, announcer.on_event)
     try:
-        async with _client(spec) as client:
+        async with aiohttp.ClientSession() as session:
             try:
-                await announcer.run(client)
+                await announcer.run(session)
             finally:
-                await announcer.withdraw(client)
+                await announcer.withdraw()
     finally:
         telemetry.detach(handler)
 
 
-@contextlib.asynccontextmanager
-async def _client(spec: FleetSpec) -> AsyncIterator[EtcdClient]:
+def _client(spec: FleetSpec, session: aiohttp.ClientSession) -> EtcdClient:
+    """The etcd client; raises if a TLS file cannot be read or holds no certificate/key."""
     credentials = None
     if spec.username is not None:
         credentials = Credentials(spec.username, spec.password or "")
     tls = ssl_context(spec.ca_file, spec.cert_file, spec.key_file)
-    async with aiohttp.ClientSession() as session:
-        yield EtcdClient(session, spec.endpoints, credentials, tls, slow_retry=RETRY_MAX_S)
+    return EtcdClient(session, spec.endpoints, credentials, tls, slow_retry=RETRY_MAX_S)
 
 
 class _Announcer:
@@ -186,6 +191,7 @@ class _Announcer:
         self.timeout = min(2.0, self.interval)
         self.retry_max = min(RETRY_MAX_S, self.interval)
         self.wake = asyncio.Event()
+        self.client: EtcdClient | None = None
         self.lease: int | None = None
         self.announced: Any = None
         """What the last announcement etcd took said (without its time), to skip a put
@@ -196,28 +202,41 @@ class _Announcer:
         if metadata.get("id") == self.tree and metadata.get("role") != "fleet":
             self.wake.set()
 
-    async def run(self, client: EtcdClient) -> None:
+    async def run(self, session: aiohttp.ClientSession) -> None:
+        """Announce until cancelled. Whatever fails (etcd, a TLS file, a bug) is logged,
+        counted and retried with a backoff: the task never ends on its own, so a node is
+        never silently left out of the fleet while its process lives."""
         failures = lost = 0
         refresh_at = 0.0
         reason = "start"
         while True:
             stage = "grant"
             try:
+                if self.client is None:
+                    self.client = _client(self.spec, session)  # the TLS files are read here
+                client = self.client
                 if self.lease is None:
-                    self.lease, _ = await client.grant(
+                    self.lease, granted = await client.grant(
                         math.ceil(self.spec.ttl), timeout=self.timeout
                     )
-                    self.state.lease = self.lease
+                    self._granted(granted)
                     refresh_at = time.monotonic() + self.interval
-                    self.announced = None
+                    self.announced = None  # a new lease: the key is written again
                 elif time.monotonic() >= refresh_at:
                     stage = "keepalive"
                     if await client.keepalive(self.lease, timeout=self.timeout) <= 0:
                         raise LeaseNotFound("etcd no longer has the lease")
                     refresh_at = time.monotonic() + self.interval
-                    self.announced = None  # the periodic re-put: announced_at moves on
                 stage = "put"
-                await self._put(client, reason)
+                await self._put(client, reason)  # only if the content changed
+                if self.state.last_error is not None:  # etcd answers again, nothing new to put
+                    self.state.last_error = None
+                    logger.info(
+                        "config tree %s is announced in etcd again as %s", self.tree, self.key
+                    )
+                failures = lost = 0
+                reason = await self._wait(refresh_at)
+                continue
             except LeaseNotFound as exc:
                 self._lease_lost(stage)
                 reason = "new lease"
@@ -227,13 +246,35 @@ class _Announcer:
                 self._failed(stage, str(exc))
             except EtcdError as exc:
                 self._failed(stage, str(exc))
-            else:
-                failures = lost = 0
-                reason = await self._wait(refresh_at)
-                continue
+            except Exception as exc:  # a TLS file, a bug: never ends the task (nor cancels it)
+                self._failed(stage, f"{type(exc).__name__}: {exc}", unexpected=exc)
             delay = min(RETRY_FIRST_S * 2**failures, self.retry_max)
             failures += 1
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    def _granted(self, granted: int) -> None:
+        assert self.lease is not None
+        self.state.lease, self.state.lease_ttl = self.lease, granted
+        asked = math.ceil(self.spec.ttl)
+        if granted != asked:
+            logger.warning(
+                "config tree %s: etcd granted the lease of %s a TTL of %ds, not the %ds asked "
+                "(its minimum grows with its election timeout): a node killed disappears "
+                "after %ds",
+                self.tree,
+                self.key,
+                granted,
+                asked,
+                granted,
+            )
+        else:
+            logger.info(
+                "config tree %s: lease %x granted for %s, TTL %ds",
+                self.tree,
+                self.lease,
+                self.key,
+                granted,
+            )
 
     async def _wait(self, refresh_at: float) -> str:
         """Until the next refresh is due, or a change (coalesced): which it was."""
@@ -302,7 +343,7 @@ class _Announcer:
         )
         self.lease = self.state.lease = None
 
-    def _failed(self, stage: str, error: str) -> None:
+    def _failed(self, stage: str, error: str, unexpected: BaseException | None = None) -> None:
         repeated = self.state.last_error == error
         self.state.last_error, self.state.last_error_at = error, time.time()
         self.state.failures += 1
@@ -311,6 +352,7 @@ class _Announcer:
             self.tree,
             stage,
             error,
+            exc_info=unexpected if unexpected is not None and not repeated else None,
         )
         telemetry.execute(
             telemetry.FLEET_ERROR,
@@ -324,21 +366,22 @@ class _Announcer:
             },
         )
 
-    async def withdraw(self, client: EtcdClient) -> None:
+    async def withdraw(self) -> None:
         """Revoke the lease (the key goes with it), bounded; a lease left behind lapses."""
         lease, self.lease = self.lease, None
         self.state.lease = None
         revoked = False
-        if lease is not None:
+        client = self.client
+        if lease is not None and client is not None:
             try:
                 async with asyncio.timeout(REVOKE_TIMEOUT_S):
                     revoked = await client.revoke(lease, timeout=REVOKE_TIMEOUT_S)
-            except (EtcdError, TimeoutError) as exc:
+            except Exception as exc:  # EtcdError, TimeoutError, anything: the lease lapses
                 logger.warning(
-                    "config tree %s: could not withdraw %s from etcd (it lapses within %gs): %s",
+                    "config tree %s: could not withdraw %s from etcd (it lapses within %ds): %s",
                     self.tree,
                     self.key,
-                    self.spec.ttl,
+                    self.state.lease_ttl or math.ceil(self.spec.ttl),
                     exc,
                 )
             except asyncio.CancelledError:

@@ -1,6 +1,7 @@
 """``FleetSpec``: where and as what a tree announces itself in etcd (docs/fleet.md).
 
-Option objects only: nothing here imports aiohttp, so a ``ConfigSpec`` can name a
+Option objects only: nothing here imports aiohttp (``etcd_kv``, whose endpoint checks and
+TLS files are used here, imports it only to talk to etcd), so a ``ConfigSpec`` can name a
 ``FleetSpec`` without paying for the etcd client until the tree starts its announcer.
 """
 
@@ -8,33 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
-DEFAULT_ENDPOINTS = ("http://127.0.0.1:2379",)
+from otpylib_config.sources.etcd_kv import DEFAULT_ENDPOINT, check_endpoints, ssl_context
+
+DEFAULT_ENDPOINTS = (DEFAULT_ENDPOINT,)
 DEFAULT_PREFIX = "/otpylib-config/fleet/"
 DEFAULT_TTL = 10.0
 MIN_TTL = 2.0
 """The shortest lease, in seconds: keepalives go every ``ttl / 3``, and below 2 s a loaded
 machine's scheduling delay alone could let the lease lapse."""
-
-
-def check_endpoints(endpoints: str | Sequence[str], what: str) -> tuple[str, ...]:
-    """``endpoints`` as a tuple of ``http(s)://host:port`` URLs; a ``ValueError`` naming
-    ``what`` otherwise (never echoing an endpoint that may hold credentials)."""
-    found = (endpoints,) if isinstance(endpoints, str) else tuple(endpoints)
-    if not found:
-        raise ValueError(f"{what} needs at least one etcd endpoint")
-    for endpoint in found:
-        if not isinstance(endpoint, str) or "@" in endpoint:  # never echo what may be a secret
-            raise ValueError(
-                f"{what}: an etcd endpoint is a URL without credentials: use username="
-            )
-        parts = urlsplit(endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"{what}: an etcd endpoint is an http(s)://host:port URL, got {endpoint!r}"
-            )
-    return found
 
 
 def check_prefix(prefix: str, what: str) -> str:
@@ -54,7 +37,8 @@ class FleetSpec:
     that stops gracefully at once. ``endpoints``: the etcd members (tried in order, the one
     that answered last first). ``username``/``password``: etcd authentication (the user
     needs write access to the prefix). ``ca_file``/``cert_file``/``key_file``: TLS for
-    ``https`` endpoints.
+    ``https`` endpoints; each must be readable when the spec is made (a ``ValueError``
+    naming the option and the file otherwise).
     """
 
     node: str
@@ -93,12 +77,14 @@ class FleetSpec:
             raise ValueError(f"FleetSpec.username must be a non-empty str, got {self.username!r}")
         if self.password is not None and not isinstance(self.password, str):
             raise ValueError("FleetSpec.password must be a str")
-        for name in ("ca_file", "cert_file", "key_file"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise ValueError(f"FleetSpec.{name} must be a path (str), got {value!r}")
         if self.key_file is not None and self.cert_file is None:
             raise ValueError("FleetSpec.key_file needs cert_file=")
+        try:  # the files are read now (and again when the announcer starts)
+            ssl_context(self.ca_file, self.cert_file, self.key_file)
+        except ValueError as exc:  # "ca_file '/typo': No such file or directory"
+            text = str(exc)
+            named = text.startswith(("ca_file", "cert_file", "key_file"))
+            raise ValueError(f"FleetSpec.{text}" if named else f"FleetSpec: {text}") from None
 
     def key(self, tree: str) -> str:
         """The key this node of tree ``tree`` announces itself under."""
