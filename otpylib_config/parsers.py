@@ -89,14 +89,26 @@ def _parse_toml(data: bytes) -> Any:
         raise ParseError(f"invalid TOML: {_unparsable(exc)}") from None
 
 
-def _parse_json(data: bytes) -> Any:
+def load_json(data: bytes) -> Any:
+    """``data`` decoded as JSON, whoever sent it (a file, Consul, etcd, an announcement in
+    etcd): one place that knows every way ``json.loads`` fails on hostile bytes. A
+    :class:`ParseError` says why and where, never the text: not UTF-8 (at which byte),
+    invalid JSON (line and column), nested too deeply for the decoder (a
+    ``RecursionError``), an integer of more than 4300 digits (a ``ValueError``)."""
     text = _decode(data)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ParseError(f"invalid JSON: {exc}") from exc
+        raise ParseError(str(exc)) from None
     except (RecursionError, ValueError) as exc:
-        raise ParseError(f"invalid JSON: {_unparsable(exc)}") from None
+        raise ParseError(_unparsable(exc)) from None
+
+
+def _parse_json(data: bytes) -> Any:
+    try:
+        return load_json(data)
+    except ParseError as exc:
+        raise ParseError(f"invalid JSON: {exc}") from None
 
 
 def _parse_yaml(data: bytes) -> Any:

@@ -235,7 +235,7 @@ class FaultKind(StrEnum):
     NO_INDEX = "no_index"
     """Answers normally but without ``X-Consul-Index``."""
     INVALID_JSON = "invalid_json"
-    """Same status and headers, but a truncated JSON body."""
+    """Same status and headers, but a truncated JSON body (or ``body=``)."""
     INVALID_BASE64 = "invalid_base64"
     """Every entry's ``Value`` is not base64 (entries responses only)."""
     INVALID_UTF8 = "invalid_utf8"
@@ -298,8 +298,9 @@ class Faults:
     ) -> Fault:
         """Arm a fault for the next ``count`` responses (``None``: until :meth:`clear`).
 
-        ``body``: the text of a 500/429. ``delay``: seconds to wait before acting (any kind;
-        ``slow`` defaults to 1). ``index``: the ``X-Consul-Index`` of ``index_backwards``.
+        ``body``: the text of a 500/429, or the body of ``invalid_json``. ``delay``: seconds
+        to wait before acting (any kind; ``slow`` defaults to 1). ``index``: the
+        ``X-Consul-Index`` of ``index_backwards``.
         ``methods``: which request methods it hits (``None``: all). ``interrupt``: wake the
         blocking queries held now so that they take it immediately.
         """
@@ -1016,7 +1017,7 @@ class ConsulServer:
             reply.headers.popall("X-Consul-Index", None)
         elif kind is FaultKind.INVALID_JSON:
             reply.entries = None
-            reply.body = INVALID_JSON_BODY
+            reply.body = INVALID_JSON_BODY if fault.body is None else fault.body.encode()
         elif kind in (FaultKind.INVALID_BASE64, FaultKind.INVALID_UTF8) and reply.entries:
             bad = (
                 INVALID_BASE64_VALUE

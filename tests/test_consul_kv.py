@@ -266,6 +266,22 @@ async def test_a_body_that_is_not_json_is_an_error(
         await client(session, consul).read("app/", recurse=True, timeout=TIMEOUT)
 
 
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ("[" * 100_000, "nested too deeply"),  # a RecursionError inside json.loads
+        ("[" + "7" * 5000 + "]", "an integer has more than"),  # Python's int digit limit
+    ],
+)
+async def test_a_hostile_body_is_an_error_like_invalid_json(
+    consul: ConsulServer, session: aiohttp.ClientSession, body: str, why: str
+) -> None:
+    consul.put("app/a", "1")
+    consul.faults.next("invalid_json", body=body)
+    with pytest.raises(ConsulError, match=f"answer for 'app/' is not valid JSON: {why}"):
+        await client(session, consul).read("app/", recurse=True, timeout=TIMEOUT)
+
+
 async def test_a_value_that_is_not_base64_is_an_error_naming_the_key(
     consul: ConsulServer, session: aiohttp.ClientSession
 ) -> None:

@@ -12,7 +12,6 @@ only when etcd is read, so importing this module (``otpylib_config.fleet``) stay
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -21,6 +20,7 @@ from typing import Any
 
 from otpylib_config.errors import ConfigError
 from otpylib_config.fleet.options import DEFAULT_PREFIX, check_prefix
+from otpylib_config.parsers import ParseError, load_json
 from otpylib_config.sources.etcd_kv import check_endpoints, ssl_context
 
 
@@ -227,10 +227,8 @@ async def read_fleet(
 def decode(raw: bytes, key: str = "", mod_revision: int = 0) -> Node:
     """One announcement; a ``ValueError`` saying what is wrong with it."""
     try:
-        document = json.loads(raw)
-    except RecursionError:  # b"[" * 100000
-        raise ValueError("not a JSON announcement (nested too deeply)") from None
-    except ValueError as exc:  # not JSON, not UTF-8, an integer of more than 4300 digits
+        document = load_json(raw)  # not JSON, not UTF-8, nested too deeply, a huge integer
+    except ParseError as exc:
         raise ValueError(f"not a JSON announcement ({exc})") from None
     if not isinstance(document, dict):
         raise ValueError("not a JSON object")

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
+
+from otpylib_config.parsers import ParseError, load_json
 
 INDEX_HEADER = "X-Consul-Index"
 TOKEN_HEADER = "X-Consul-Token"
@@ -141,10 +142,13 @@ def _index(header: str | None, key: str) -> int:
 
 
 def _json(body: bytes, key: str) -> Any:
+    """``body`` decoded as JSON (:func:`~otpylib_config.parsers.load_json`: deep nesting
+    and over-long integers are refused as invalid JSON is), or a :class:`ConsulError`."""
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConsulError(f"Consul's answer for {key!r} is not valid JSON: {exc}") from None
+        return load_json(body)
+    except ParseError as exc:
+        problem = str(exc)
+    raise ConsulError(f"Consul's answer for {key!r} is not valid JSON: {problem}")
 
 
 def _text(body: bytes) -> str:
