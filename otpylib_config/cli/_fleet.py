@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from otpylib_config.cli._errors import (
@@ -192,12 +191,6 @@ def reader_of(args: Args) -> FleetReader:
         raise UsageError(str(exc)) from None
 
 
-@contextlib.asynccontextmanager
-async def _opened(args: Args) -> AsyncIterator[FleetReader]:
-    async with reader_of(args) as reader:
-        yield reader
-
-
 async def _read(reader: FleetReader, timeout: float) -> Fleet:
     from otpylib_config.fleet import FleetError
 
@@ -208,7 +201,7 @@ async def _read(reader: FleetReader, timeout: float) -> Fleet:
 
 
 async def _status(args: Args) -> Fleet:
-    async with _opened(args) as reader:
+    async with reader_of(args) as reader:
         return await _read(reader, args.timeout)
 
 
@@ -310,7 +303,7 @@ def wait(args: Args, out: Output) -> int:
 
 
 async def _wait(args: Args, wanted: str, out: Output) -> int:
-    async with _opened(args) as reader:
+    async with reader_of(args) as reader:
         return await _poll(reader, args, wanted, out)
 
 

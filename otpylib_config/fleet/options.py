@@ -81,10 +81,8 @@ class FleetSpec:
             raise ValueError("FleetSpec.key_file needs cert_file=")
         try:  # the files are read now (and again when the announcer starts)
             ssl_context(self.ca_file, self.cert_file, self.key_file)
-        except ValueError as exc:  # "ca_file '/typo': No such file or directory"
-            text = str(exc)
-            named = text.startswith(("ca_file", "cert_file", "key_file"))
-            raise ValueError(f"FleetSpec.{text}" if named else f"FleetSpec: {text}") from None
+        except ValueError as exc:  # each names its option: "ca_file '/typo': No such file ..."
+            raise ValueError(f"FleetSpec.{exc}") from None
 
     def key(self, tree: str) -> str:
         """The key this node of tree ``tree`` announces itself under."""

@@ -52,6 +52,7 @@ from otpylib_config.sources.etcd_kv import (
     EtcdClient,
     EtcdError,
     Event,
+    RangeRead,
     TokenRejected,
     Unreachable,
     WatchMessage,
@@ -59,6 +60,7 @@ from otpylib_config.sources.etcd_kv import (
     check_endpoints,
     decode_kv,
     prefix_range,
+    show_key,
     ssl_context,
 )
 from otpylib_config.tree import PathClash, build
@@ -452,7 +454,7 @@ class _Watch:
             if not self.handed_first:
                 await self._offer()
             return False
-        self.delivered, self.failures, self.reauthenticated = True, 0, False
+        self.delivered = True  # the stream worked: _failed resets the failure counts
         if message.progress:
             self.revision = max(self.revision, message.revision)
         elif message.events and await self._apply(message.events):
@@ -492,7 +494,7 @@ class _Watch:
                     "%s: a watch event (%s at revision %d) contradicts what was read; "
                     "reading everything again",
                     self.source.name,
-                    _show_key(event.kv.key),
+                    show_key(event.kv.key),
                     event.kv.mod_revision,
                 )
                 await self._reread("inconsistent event")
@@ -517,12 +519,7 @@ class _Watch:
                 "%s: the resync read failed: %s; the watch goes on", self.source.name, exc
             )
             return False
-        if read.revision <= self.revision:
-            return False
-        entries = {kv.key: kv for kv in read.kvs}
-        missed = _revisions(entries) != _revisions(self.entries)
-        self.entries, self.revision = entries, read.revision
-        await self._offer()
+        missed = await self._take(read, "resync")
         if missed:
             logger.warning(
                 "%s: the resync found changes the watch stream on %s did not deliver; "
@@ -535,13 +532,27 @@ class _Watch:
     async def _reread(self, why: str) -> None:
         """Read everything again and take it, unless it is older than what the watch has."""
         read = await self.client.range(*self.source.range, timeout=self.source.timeout)
+        await self._take(read, why)
+
+    async def _take(self, read: RangeRead, why: str) -> bool:
+        """Take a full read as the entries, unless it is older than what the watch has;
+        ``True`` if it held changes the entries did not (only then, or before the first
+        hand-over, is a layer offered: the same entries make the same layer)."""
         if read.revision < self.revision:
             logger.debug(
-                "%s: %s read revision %d < %d", self.source.name, why, read.revision, self.revision
+                "%s: %s read revision %d < %d",
+                self.source.name,
+                why,
+                read.revision,
+                self.revision,
             )
-            return
-        self.entries, self.revision = {kv.key: kv for kv in read.kvs}, read.revision
-        await self._offer()
+            return False
+        entries = {kv.key: kv for kv in read.kvs}
+        changed = _revisions(entries) != _revisions(self.entries)
+        self.entries, self.revision = entries, read.revision
+        if changed or not self.handed_first:
+            await self._offer()
+        return changed
 
     async def _offer(self) -> None:
         """Hand over the layer of the entries: the first of this watch always; later ones
@@ -564,13 +575,6 @@ class _Watch:
 
 def _revisions(entries: Entries) -> dict[bytes, int]:
     return {key: kv.mod_revision for key, kv in entries.items()}
-
-
-def _show_key(key: bytes) -> str:
-    try:
-        return repr(key.decode("utf-8"))
-    except UnicodeDecodeError:
-        return repr(key)
 
 
 def _consistent(entries: Mapping[bytes, KV], event: Event) -> bool:

@@ -402,12 +402,12 @@ class EtcdClient:
         body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
         if lease:
             body["lease"] = str(lease)
-        answer = await self._lease_call("/v3/kv/put", body, f"the put of {_show(key)}", timeout)
-        return _revision(answer, f"the put of {_show(key)}")
+        answer = await self._lease_call("/v3/kv/put", body, f"the put of {show_key(key)}", timeout)
+        return _revision(answer, f"the put of {show_key(key)}")
 
     async def delete(self, key: bytes, *, timeout: float) -> int:
         """``POST /v3/kv/deleterange`` of one key; how many keys were deleted (0 or 1)."""
-        what = f"the delete of {_show(key)}"
+        what = f"the delete of {show_key(key)}"
         answer = await self.call(
             "/v3/kv/deleterange", {"key": _b64(key)}, what=what, timeout=timeout
         )
@@ -530,7 +530,7 @@ class EtcdClient:
         if range_end is not None:
             request["range_end"] = _b64(range_end)
         whole = key == b"\0" and range_end == b"\0"
-        what = "the watch of the whole keyspace" if whole else f"the watch of {_show(key)}"
+        what = "the watch of the whole keyspace" if whole else f"the watch of {show_key(key)}"
         stream = await self._open_watch(request, what, connect)
         try:
             yield stream
@@ -686,7 +686,7 @@ def decode_kv(item: Any, where: str) -> KV:
     if not isinstance(item, dict) or not isinstance(item.get("key"), str):
         raise EtcdError(f"etcd's answer for {where} holds an entry without a key")
     key = _unb64(item["key"], where, "key")
-    value = _unb64(item.get("value", ""), where, f"the value of {_show(key)}")
+    value = _unb64(item.get("value", ""), where, f"the value of {show_key(key)}")
     return KV(key, value, _int(item, "mod_revision", where), _int(item, "version", where))
 
 
@@ -748,15 +748,15 @@ def _b64(data: bytes) -> str:
 
 
 def describe(key: bytes, range_end: bytes | None) -> str:
-    """What messages call a read or a watch of ``[key, range_end)``."""
+    """What messages call a read of ``[key, range_end)``."""
     if range_end is None:
-        return f"key {_show(key)}"
+        return f"key {show_key(key)}"
     if key == b"\0" and range_end == b"\0":
         return "the whole keyspace"
-    return f"range {_show(key)}"
+    return f"range {show_key(key)}"
 
 
-def _show(key: bytes) -> str:
+def show_key(key: bytes) -> str:
     """A key as messages name it: text if it is UTF-8, else its bytes' repr."""
     try:
         return repr(key.decode("utf-8"))
